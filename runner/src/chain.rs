@@ -1,0 +1,760 @@
+//! The job chain: every state transition of an assignment document, as pure functions.
+//!
+//! Each function takes the document (as read from the store) and mutates it in place, or
+//! refuses with a [`ChainError`]. The store runs them inside its compare-and-swap loop, so a
+//! function may run several times against fresh copies; they must not do I/O and must be
+//! idempotent where a write can be retried after an ambiguous failure (`insert_jobs`).
+//!
+//! Rules (DESIGN §2): the runnable *unit* is the first job that is not finished, or, when that
+//! job belongs to a group, the jobs of that group. At most one unit of an assignment runs at a
+//! time, under one lease with a fencing epoch. After a non-PM unit ends, a PM job is inserted
+//! right after it. After a PM ends, something must be runnable: otherwise the PM is run once
+//! more with a reminder, and after that the assignment is blocked.
+
+use std::collections::HashSet;
+
+use crate::model::{
+    Assignment, AssignmentStatus, FailureReason, Job, JobStatus, JobType, Lease, Millis, Note,
+    Usage,
+};
+
+/// The reason written when a PM twice ends without deciding anything.
+pub const NO_DECISION_REASON: &str = "PM made no decision";
+
+/// Largest north star accepted, in bytes.
+pub const MAX_NORTH_STAR: usize = 64 * 1024;
+/// Largest artifacts or decisions text accepted, in bytes.
+pub const MAX_MEMORY_TEXT: usize = 256 * 1024;
+/// Largest blocked reason or note, in bytes.
+pub const MAX_REASON: usize = 16 * 1024;
+/// Most jobs one insert may add.
+pub const MAX_JOBS_PER_INSERT: usize = 32;
+
+/// Why a transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// The assignment is complete and takes no more jobs.
+    #[error(
+        "assignment {0} is complete; reopen it first with `wf update-assignment {0} --status active`"
+    )]
+    AssignmentComplete(String),
+    /// `--after` names a job the assignment does not have.
+    #[error("assignment {assignment} has no job {job}")]
+    NoSuchJob {
+        /// The assignment.
+        assignment: String,
+        /// The job that was named.
+        job: String,
+    },
+    /// Inserting there would put a pending job before one that already started.
+    #[error("cannot insert after job {after}: job {started} after it has already started")]
+    WouldPrecedeStarted {
+        /// The anchor job.
+        after: String,
+        /// The job that already ran.
+        started: String,
+    },
+    /// A field failed validation.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller's lease is gone: someone else owns the job now.
+    #[error("lease lost: epoch {0} no longer owns the job")]
+    Fenced(u64),
+}
+
+/// A job to insert, fully resolved (harness chosen, id generated, context stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The new job's id.
+    pub id: String,
+    /// What kind of work.
+    pub job_type: JobType,
+    /// The harness that runs it.
+    pub harness: String,
+    /// The model, if not the harness default.
+    pub model: Option<String>,
+    /// Whether a context text was stored for it.
+    pub has_context: bool,
+}
+
+/// Where inserted jobs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// At the end of the chain.
+    End,
+    /// Right after this job (after its whole group, if it is in one).
+    After(String),
+}
+
+/// Who is making a change: a human at a terminal, or an agent job through `wf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// A human (no `WF_JOB_ID`).
+    Human,
+    /// The agent of this job (`WF_JOB_ID`).
+    Job(&'a str),
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The jobs were added.
+    Added,
+    /// The jobs were already there: a retried write that had in fact been stored.
+    AlreadyPresent,
+}
+
+/// Checks a north star for `wf create`.
+pub fn validate_north_star(text: &str) -> Result<(), ChainError> {
+    if text.trim().is_empty() {
+        return Err(ChainError::Invalid("the north star is empty".into()));
+    }
+    check_len("the north star", text, MAX_NORTH_STAR)
+}
+
+fn check_len(what: &str, text: &str, max: usize) -> Result<(), ChainError> {
+    if text.len() > max {
+        return Err(ChainError::Invalid(format!(
+            "{what} is {} bytes; the limit is {} KiB",
+            text.len(),
+            max / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// A new assignment document.
+pub fn new_assignment(
+    id: String,
+    namespace: &str,
+    north_star: String,
+    priority: i64,
+    independent: bool,
+    now: Millis,
+) -> Assignment {
+    Assignment {
+        id,
+        namespace: namespace.to_string(),
+        north_star,
+        status: AssignmentStatus::Pending,
+        blocked_reason: None,
+        priority,
+        independent,
+        artifacts: String::new(),
+        decisions: String::new(),
+        jobs: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        version: 0,
+        epoch: 0,
+        lease: None,
+        usage: Usage::default(),
+        pm_rounds: 0,
+        notes: Vec::new(),
+    }
+}
+
+fn job_record(doc: &Assignment, new: &NewJob, group_id: Option<&str>, now: Millis) -> Job {
+    Job {
+        id: new.id.clone(),
+        assignment_id: doc.id.clone(),
+        job_type: new.job_type,
+        harness: new.harness.clone(),
+        model: new.model.clone(),
+        status: JobStatus::Pending,
+        group_id: group_id.map(str::to_string),
+        attempt: 0,
+        created_at: now,
+        started_at: None,
+        completed_at: None,
+        failure_reason: None,
+        failure_detail: None,
+        session_id: None,
+        usage: Usage::default(),
+        retry_after: None,
+        has_context: new.has_context,
+        has_result: false,
+        inserted_by: None,
+        reviews: Vec::new(),
+        pm_reminder: false,
+    }
+}
+
+/// The index range of the unit (group or single job) that contains job `idx`.
+fn unit_range(jobs: &[Job], idx: usize) -> std::ops::Range<usize> {
+    match &jobs[idx].group_id {
+        None => idx..idx + 1,
+        Some(g) => {
+            let same = |j: &Job| j.group_id.as_deref() == Some(g.as_str());
+            let mut start = idx;
+            while start > 0 && same(&jobs[start - 1]) {
+                start -= 1;
+            }
+            let mut end = idx + 1;
+            while end < jobs.len() && same(&jobs[end]) {
+                end += 1;
+            }
+            start..end
+        }
+    }
+}
+
+/// The unit that runs next: the one holding the first unfinished job.
+pub fn current_unit(doc: &Assignment) -> Option<std::ops::Range<usize>> {
+    let first = doc.jobs.iter().position(|j| !j.status.is_finished())?;
+    Some(unit_range(&doc.jobs, first))
+}
+
+/// Inserts `jobs` (one group when more than one) at `position`.
+///
+/// Idempotent: if the first job id is already present the insert is reported as already done.
+pub fn insert_jobs(
+    doc: &mut Assignment,
+    jobs: &[NewJob],
+    group_id: Option<&str>,
+    position: &Position,
+    caller: Caller<'_>,
+    now: Millis,
+) -> Result<Inserted, ChainError> {
+    let Some(first) = jobs.first() else {
+        return Err(ChainError::Invalid("no jobs to insert".into()));
+    };
+    if doc.job(&first.id).is_some() {
+        return Ok(Inserted::AlreadyPresent);
+    }
+    if doc.status == AssignmentStatus::Complete {
+        return Err(ChainError::AssignmentComplete(doc.id.clone()));
+    }
+    if jobs.len() > MAX_JOBS_PER_INSERT {
+        return Err(ChainError::Invalid(format!(
+            "{} jobs in one insert; the limit is {MAX_JOBS_PER_INSERT}",
+            jobs.len()
+        )));
+    }
+    if jobs.len() > 1 && jobs.iter().any(|j| j.job_type == JobType::Pm) {
+        return Err(ChainError::Invalid(
+            "a pm job cannot be part of a group; insert it on its own".into(),
+        ));
+    }
+    let at = insertion_index(doc, position, caller)?;
+    let group = if jobs.len() > 1 { group_id } else { None };
+    let inserted_by = match caller {
+        Caller::Job(id) if doc.job(id).is_some() => Some(id.to_string()),
+        _ => None,
+    };
+    let reviews = previous_unit_ids(doc, at);
+    let records: Vec<Job> = jobs
+        .iter()
+        .map(|new| {
+            let mut job = job_record(doc, new, group, now);
+            job.inserted_by = inserted_by.clone();
+            if job.job_type == JobType::Pm {
+                job.reviews = reviews.clone();
+            }
+            job
+        })
+        .collect();
+    doc.jobs.splice(at..at, records);
+    doc.updated_at = now;
+    Ok(Inserted::Added)
+}
+
+/// The ids of the non-PM unit that ends right before index `at`.
+fn previous_unit_ids(doc: &Assignment, at: usize) -> Vec<String> {
+    let mut end = at;
+    while end > 0 && doc.jobs[end - 1].job_type == JobType::Pm {
+        end -= 1;
+    }
+    if end == 0 {
+        return Vec::new();
+    }
+    doc.jobs[unit_range(&doc.jobs, end - 1)].iter().map(|j| j.id.clone()).collect()
+}
+
+/// Where an insert lands.
+///
+/// With `--after`, right after the anchor's unit. Without it, a job's own inserts go after
+/// the job and after what it inserted before (so two `wf insert-job` calls by one PM keep their
+/// order, unlike the seed); a human's go at the end of the chain.
+fn insertion_index(
+    doc: &Assignment,
+    position: &Position,
+    caller: Caller<'_>,
+) -> Result<usize, ChainError> {
+    let at = match (position, caller) {
+        (Position::After(anchor), _) => {
+            let idx = doc.job_index(anchor).ok_or_else(|| ChainError::NoSuchJob {
+                assignment: doc.id.clone(),
+                job: anchor.clone(),
+            })?;
+            unit_range(&doc.jobs, idx).end
+        }
+        (Position::End, Caller::Job(me)) if doc.job(me).is_some() => {
+            let idx = doc.job_index(me).expect("checked above");
+            let mut at = unit_range(&doc.jobs, idx).end;
+            while at < doc.jobs.len() && doc.jobs[at].inserted_by.as_deref() == Some(me) {
+                at = unit_range(&doc.jobs, at).end;
+            }
+            at
+        }
+        (Position::End, _) => doc.jobs.len(),
+    };
+    if let Some(started) = doc.jobs[at..].iter().find(|j| j.attempt > 0 || j.status.is_finished())
+    {
+        let after = match position {
+            Position::After(a) => a.clone(),
+            Position::End => doc.jobs[at - 1].id.clone(),
+        };
+        return Err(ChainError::WouldPrecedeStarted { after, started: started.id.clone() });
+    }
+    Ok(at)
+}
+
+/// A change to an assignment's status or memory (`wf update-assignment`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentUpdate {
+    /// The new status.
+    pub status: Option<AssignmentStatus>,
+    /// The reason, required with `blocked`.
+    pub reason: Option<String>,
+    /// Artifacts text: appended as a new line by an agent, replacing when a human sets it.
+    pub artifacts: Option<String>,
+    /// Decisions text: same rule as artifacts.
+    pub decisions: Option<String>,
+    /// A note for the next PM.
+    pub note: Option<String>,
+}
+
+impl AssignmentUpdate {
+    /// Checks the update on its own, before any document is read.
+    pub fn validate(&self) -> Result<(), ChainError> {
+        if self.status.is_none()
+            && self.artifacts.is_none()
+            && self.decisions.is_none()
+            && self.note.is_none()
+        {
+            return Err(ChainError::Invalid(
+                "nothing to update: give --status, --artifacts, --decisions or --note".into(),
+            ));
+        }
+        match self.status {
+            Some(AssignmentStatus::Pending) => {
+                return Err(ChainError::Invalid(
+                    "status pending cannot be set; use active, blocked or complete".into(),
+                ))
+            }
+            Some(AssignmentStatus::Blocked) => {
+                if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    return Err(ChainError::Invalid(
+                        "--reason is required when setting status to blocked".into(),
+                    ));
+                }
+            }
+            _ => {
+                if self.reason.is_some() {
+                    return Err(ChainError::Invalid(
+                        "--reason only goes with --status blocked".into(),
+                    ));
+                }
+            }
+        }
+        for (what, text, max) in [
+            ("the reason", &self.reason, MAX_REASON),
+            ("the note", &self.note, MAX_REASON),
+            ("the artifacts text", &self.artifacts, MAX_MEMORY_TEXT),
+            ("the decisions text", &self.decisions, MAX_MEMORY_TEXT),
+        ] {
+            if let Some(text) = text {
+                check_len(what, text, max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an update did besides changing fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// Fields changed.
+    Changed,
+    /// The assignment was resumed with nothing to run, so a PM job was inserted.
+    PmInserted(String),
+}
+
+fn merge_memory(current: &mut String, text: &str, caller: Caller<'_>) {
+    match caller {
+        Caller::Job(_) if !current.is_empty() && !text.is_empty() => {
+            current.push('\n');
+            current.push_str(text);
+        }
+        Caller::Job(_) if text.is_empty() => {}
+        _ => *current = text.to_string(),
+    }
+}
+
+/// Applies `wf update-assignment`. `pm` is used when resuming leaves nothing runnable.
+pub fn update_assignment(
+    doc: &mut Assignment,
+    update: &AssignmentUpdate,
+    caller: Caller<'_>,
+    pm: &NewJob,
+    now: Millis,
+) -> Result<Updated, ChainError> {
+    update.validate()?;
+    if let Some(text) = &update.artifacts {
+        merge_memory(&mut doc.artifacts, text, caller);
+    }
+    if let Some(text) = &update.decisions {
+        merge_memory(&mut doc.decisions, text, caller);
+    }
+    if let Some(text) = &update.note {
+        doc.notes.push(Note { text: text.clone(), at: now });
+    }
+    let mut result = Updated::Changed;
+    match update.status {
+        None | Some(AssignmentStatus::Pending) => {}
+        Some(AssignmentStatus::Blocked) => {
+            doc.status = AssignmentStatus::Blocked;
+            doc.blocked_reason = update.reason.clone();
+        }
+        Some(AssignmentStatus::Complete) => {
+            doc.status = AssignmentStatus::Complete;
+            doc.blocked_reason = None;
+        }
+        Some(AssignmentStatus::Active) => {
+            doc.status = AssignmentStatus::Active;
+            doc.blocked_reason = None;
+            if doc.lease.is_none() && current_unit(doc).is_none() {
+                let mut job = job_record(doc, pm, None, now);
+                job.job_type = JobType::Pm;
+                job.reviews = previous_unit_ids(doc, doc.jobs.len());
+                doc.jobs.push(job);
+                result = Updated::PmInserted(pm.id.clone());
+            }
+        }
+    }
+    doc.updated_at = now;
+    Ok(result)
+}
+
+/// How to judge leases held by runners.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseView<'a> {
+    /// The current time.
+    pub now: Millis,
+    /// The runner asking.
+    pub me: &'a str,
+    /// True when this runner is the only one that can exist (embedded store): a lease held by
+    /// any other runner id belongs to a dead process.
+    pub exclusive: bool,
+}
+
+impl LeaseView<'_> {
+    /// Whether `lease` still protects its jobs.
+    pub fn is_live(&self, lease: &Lease) -> bool {
+        lease.expires_at > self.now && !(self.exclusive && lease.runner_id != self.me)
+    }
+}
+
+/// What can happen next in an assignment, as seen by a scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Blocked, complete, or no unfinished job.
+    Idle,
+    /// A live lease covers the current unit.
+    Leased,
+    /// These jobs can be claimed now.
+    Ready(Vec<String>),
+    /// Nothing can start before this instant (a paused job, or a lease about to expire).
+    WaitUntil(Millis),
+}
+
+/// What an assignment offers a scheduler right now.
+pub fn readiness(doc: &Assignment, view: &LeaseView<'_>) -> Readiness {
+    if !matches!(doc.status, AssignmentStatus::Pending | AssignmentStatus::Active) {
+        return Readiness::Idle;
+    }
+    if let Some(lease) = &doc.lease {
+        if view.is_live(lease) {
+            return if view.exclusive {
+                Readiness::Leased
+            } else {
+                // Another machine's runner may die; look again when its lease would expire.
+                Readiness::WaitUntil(lease.expires_at)
+            };
+        }
+    }
+    let Some(unit) = current_unit(doc) else {
+        return Readiness::Idle;
+    };
+    let mut ready = Vec::new();
+    let mut wait: Option<Millis> = None;
+    for job in &doc.jobs[unit] {
+        match job.status {
+            JobStatus::Pending | JobStatus::Running => ready.push(job.id.clone()),
+            JobStatus::WaitingRetry => {
+                let at = job.retry_after.unwrap_or(0);
+                if at <= view.now {
+                    ready.push(job.id.clone());
+                } else {
+                    wait = Some(wait.map_or(at, |w| w.min(at)));
+                }
+            }
+            JobStatus::Complete | JobStatus::Failed => {}
+        }
+    }
+    match (ready.is_empty(), wait) {
+        (false, _) => Readiness::Ready(ready),
+        (true, Some(at)) => Readiness::WaitUntil(at),
+        (true, None) => Readiness::Idle,
+    }
+}
+
+/// A successful claim: the jobs to run and the fencing epoch that owns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The fencing token.
+    pub epoch: u64,
+    /// The jobs to start.
+    pub job_ids: Vec<String>,
+}
+
+/// Claims the ready jobs of the current unit for runner `view.me`.
+pub fn claim(
+    doc: &mut Assignment,
+    view: &LeaseView<'_>,
+    host: &str,
+    lease_ms: u64,
+) -> Option<Claim> {
+    let Readiness::Ready(job_ids) = readiness(doc, view) else {
+        return None;
+    };
+    doc.epoch += 1;
+    for job in doc.jobs.iter_mut().filter(|j| job_ids.contains(&j.id)) {
+        job.status = JobStatus::Running;
+        job.attempt += 1;
+        job.started_at = Some(view.now);
+        job.completed_at = None;
+        job.retry_after = None;
+        job.failure_reason = None;
+        job.failure_detail = None;
+    }
+    doc.status = AssignmentStatus::Active;
+    doc.lease = Some(Lease {
+        job_ids: job_ids.clone(),
+        runner_id: view.me.to_string(),
+        host: host.to_string(),
+        epoch: doc.epoch,
+        expires_at: view.now + lease_ms,
+    });
+    doc.updated_at = view.now;
+    Some(Claim { epoch: doc.epoch, job_ids })
+}
+
+/// Extends the lease held with `epoch`. Fails when the lease moved on (self-fencing).
+pub fn renew(doc: &mut Assignment, epoch: u64, now: Millis, lease_ms: u64) -> Result<(), ChainError> {
+    match &mut doc.lease {
+        Some(lease) if lease.epoch == epoch => {
+            lease.expires_at = now + lease_ms;
+            Ok(())
+        }
+        _ => Err(ChainError::Fenced(epoch)),
+    }
+}
+
+/// How a job's attempt ended, as the runner determined it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Success.
+    Complete,
+    /// Failure.
+    Failed(FailureReason),
+    /// A transient error: run again at this instant.
+    RetryAt(Millis),
+    /// Not the job's fault (runner shutting down): back to pending.
+    Requeue,
+}
+
+/// What the runner reports about one finished attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// A short explanation for failures and pauses.
+    pub detail: Option<String>,
+    /// The agent's session id.
+    pub session_id: Option<String>,
+    /// What the attempt spent.
+    pub usage: Usage,
+    /// Whether a result text was stored for this attempt.
+    pub has_result: bool,
+}
+
+/// What recording an attempt did to the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Other jobs of the unit still run under the lease.
+    UnitRunning,
+    /// The unit ended; nothing else happened (assignment not active, or more work queued).
+    UnitEnded,
+    /// The unit ended and this PM job was inserted after it.
+    PmInserted(String),
+    /// The PM decided nothing; this reminder PM job was inserted.
+    PmReminderInserted(String),
+    /// The PM decided nothing twice; the assignment is now blocked.
+    Blocked,
+}
+
+/// Records the end of job `job_id`'s attempt under lease `epoch`.
+///
+/// When this was the last running job of the lease, the lease is released and the PM rule
+/// applies. `pm` is the job inserted if one is needed.
+pub fn record_attempt(
+    doc: &mut Assignment,
+    epoch: u64,
+    job_id: &str,
+    report: &AttemptReport,
+    pm: &NewJob,
+    now: Millis,
+) -> Result<Recorded, ChainError> {
+    let owns = doc
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
+    let idx = doc.job_index(job_id).filter(|&i| doc.jobs[i].status == JobStatus::Running);
+    let (true, Some(idx)) = (owns, idx) else {
+        return Err(ChainError::Fenced(epoch));
+    };
+    let job = &mut doc.jobs[idx];
+    job.session_id = report.session_id.clone().or(job.session_id.take());
+    job.usage.add(&report.usage);
+    job.failure_detail = report.detail.clone();
+    job.has_result = report.has_result;
+    match report.outcome {
+        Outcome::Complete => {
+            job.status = JobStatus::Complete;
+            job.completed_at = Some(now);
+        }
+        Outcome::Failed(reason) => {
+            job.status = JobStatus::Failed;
+            job.failure_reason = Some(reason);
+            job.completed_at = Some(now);
+        }
+        Outcome::RetryAt(at) => {
+            job.status = JobStatus::WaitingRetry;
+            job.retry_after = Some(at);
+        }
+        Outcome::Requeue => {
+            job.status = JobStatus::Pending;
+            job.started_at = None;
+            job.failure_detail = None;
+        }
+    }
+    doc.usage.add(&report.usage);
+    doc.updated_at = now;
+
+    let lease = doc.lease.as_mut().expect("ownership checked above");
+    lease.job_ids.retain(|j| j != job_id);
+    if !lease.job_ids.is_empty() {
+        return Ok(Recorded::UnitRunning);
+    }
+    doc.lease = None;
+
+    let unit = unit_range(&doc.jobs, idx);
+    if !doc.jobs[unit.clone()].iter().all(|j| j.status.is_finished()) {
+        return Ok(Recorded::UnitEnded);
+    }
+    if doc.status != AssignmentStatus::Active {
+        return Ok(Recorded::UnitEnded);
+    }
+    let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
+    if !finished_pm {
+        let reviews = doc.jobs[unit.clone()].iter().map(|j| j.id.clone()).collect();
+        let mut job = job_record(doc, pm, None, now);
+        job.job_type = JobType::Pm;
+        job.reviews = reviews;
+        doc.jobs.insert(unit.end, job);
+        return Ok(Recorded::PmInserted(pm.id.clone()));
+    }
+    doc.pm_rounds += 1;
+    // The PM decided if it left something to run (or changed the status, handled above).
+    if doc.jobs.iter().any(|j| !j.status.is_finished()) {
+        return Ok(Recorded::UnitEnded);
+    }
+    let this_pm = &doc.jobs[idx];
+    if this_pm.pm_reminder {
+        doc.status = AssignmentStatus::Blocked;
+        doc.blocked_reason = Some(NO_DECISION_REASON.to_string());
+        return Ok(Recorded::Blocked);
+    }
+    let reviews = this_pm.reviews.clone();
+    let mut job = job_record(doc, pm, None, now);
+    job.job_type = JobType::Pm;
+    job.reviews = reviews;
+    job.pm_reminder = true;
+    doc.jobs.insert(idx + 1, job);
+    Ok(Recorded::PmReminderInserted(pm.id.clone()))
+}
+
+/// Picks which assignments to claim next, given the ones this runner already runs.
+///
+/// Seed rules: independent assignments run side by side; dependent (`independent: false`)
+/// ones run one at a time — an active one keeps the turn until it is blocked or complete.
+/// Order: oldest first, then lower priority number. At most `slots` are returned.
+pub fn pick<'a>(
+    docs: impl IntoIterator<Item = &'a Assignment>,
+    running: &HashSet<String>,
+    slots: usize,
+    view: &LeaseView<'_>,
+) -> Vec<String> {
+    let docs: Vec<&Assignment> = docs.into_iter().collect();
+    let order = |a: &&Assignment, b: &&Assignment| {
+        (a.created_at, a.priority, &a.id).cmp(&(b.created_at, b.priority, &b.id))
+    };
+    let ready = |d: &Assignment| {
+        !running.contains(&d.id) && matches!(readiness(d, view), Readiness::Ready(_))
+    };
+    let mut sequential: Vec<&Assignment> = docs
+        .iter()
+        .copied()
+        .filter(|d| !d.independent && d.status == AssignmentStatus::Active)
+        .collect();
+    sequential.sort_by(order);
+    let turn = match sequential.first() {
+        Some(active) => Some(*active),
+        None => {
+            let mut waiting: Vec<&Assignment> = docs
+                .iter()
+                .copied()
+                .filter(|d| {
+                    !d.independent && d.status == AssignmentStatus::Pending && ready(d)
+                })
+                .collect();
+            waiting.sort_by(order);
+            waiting.first().copied()
+        }
+    };
+    let mut chosen: Vec<&Assignment> =
+        docs.iter().copied().filter(|d| d.independent && ready(d)).collect();
+    if let Some(doc) = turn.filter(|d| ready(d)) {
+        chosen.push(doc);
+    }
+    chosen.sort_by(order);
+    chosen.into_iter().take(slots).map(|d| d.id.clone()).collect()
+}
+
+/// The earliest instant at which [`readiness`] of some document may change by itself.
+pub fn next_wakeup<'a>(
+    docs: impl IntoIterator<Item = &'a Assignment>,
+    view: &LeaseView<'_>,
+) -> Option<Millis> {
+    docs.into_iter()
+        .filter_map(|d| match readiness(d, view) {
+            Readiness::WaitUntil(at) => Some(at),
+            _ => None,
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! State-transition tests for the chain.
+
+use super::*;
+
+const LEASE: u64 = 30_000;
+
+fn doc() -> Assignment {
+    new_assignment("a1".into(), "ns", "ship it".into(), 10, false, 1_000)
+}
+
+fn new_job(id: &str, job_type: JobType) -> NewJob {
+    NewJob {
+        id: id.into(),
+        job_type,
+        harness: "claude".into(),
+        model: None,
+        has_context: false,
+    }
+}
+
+fn pm(id: &str) -> NewJob {
+    new_job(id, JobType::Pm)
+}
+
+fn view(now: Millis) -> LeaseView<'static> {
+    LeaseView { now, me: "r1", exclusive: true }
+}
+
+fn report(outcome: Outcome) -> AttemptReport {
+    AttemptReport {
+        outcome,
+        detail: None,
+        session_id: Some("s".into()),
+        usage: Usage { input_tokens: 10, output_tokens: 5, cost_usd: Some(0.25) },
+        has_result: true,
+    }
+}
+
+fn ids(doc: &Assignment) -> Vec<&str> {
+    doc.jobs.iter().map(|j| j.id.as_str()).collect()
+}
+
+fn insert(doc: &mut Assignment, id: &str, t: JobType) {
+    insert_jobs(doc, &[new_job(id, t)], None, &Position::End, Caller::Human, 2_000).unwrap();
+}
+
+/// Claims and completes the current unit, returning what recording the last job did.
+fn run_unit(doc: &mut Assignment, pm_id: &str, outcome: Outcome) -> Recorded {
+    let claim = claim(doc, &view(3_000), "host", LEASE).expect("claimable");
+    let mut last = None;
+    for job in &claim.job_ids {
+        last = Some(
+            record_attempt(doc, claim.epoch, job, &report(outcome.clone()), &pm(pm_id), 4_000)
+                .unwrap(),
+        );
+    }
+    last.unwrap()
+}
+
+#[test]
+fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    assert_eq!(ids(&d), ["j1", "j2"]);
+
+    // An agent (job j1) inserting twice keeps its order, right after itself.
+    for id in ["k1", "k2"] {
+        insert_jobs(&mut d, &[new_job(id, JobType::Review)], None, &Position::End, Caller::Job("j1"), 5)
+            .unwrap();
+    }
+    assert_eq!(ids(&d), ["j1", "k1", "k2", "j2"]);
+    assert_eq!(d.job("k1").unwrap().inserted_by.as_deref(), Some("j1"));
+
+    // --after lands after the anchor.
+    insert_jobs(&mut d, &[new_job("x", JobType::Uat)], None, &Position::After("k1".into()), Caller::Human, 5)
+        .unwrap();
+    assert_eq!(ids(&d), ["j1", "k1", "x", "k2", "j2"]);
+}
+
+#[test]
+fn insert_is_idempotent_and_validates() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let again =
+        insert_jobs(&mut d, &[new_job("j1", JobType::Plan)], None, &Position::End, Caller::Human, 9)
+            .unwrap();
+    assert_eq!(again, Inserted::AlreadyPresent);
+    assert_eq!(d.jobs.len(), 1);
+
+    let err = insert_jobs(&mut d, &[new_job("j2", JobType::Plan)], None, &Position::After("nope".into()), Caller::Human, 9)
+        .unwrap_err();
+    assert!(matches!(err, ChainError::NoSuchJob { .. }));
+
+    let group = [new_job("g1", JobType::Review), new_job("g2", JobType::Pm)];
+    let err = insert_jobs(&mut d, &group, Some("g"), &Position::End, Caller::Human, 9).unwrap_err();
+    assert!(err.to_string().contains("pm job cannot be part of a group"));
+
+    d.status = AssignmentStatus::Complete;
+    let err = insert_jobs(&mut d, &[new_job("j3", JobType::Plan)], None, &Position::End, Caller::Human, 9)
+        .unwrap_err();
+    assert!(matches!(err, ChainError::AssignmentComplete(_)));
+}
+
+#[test]
+fn cannot_insert_before_a_started_job() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    d.jobs[1].status = JobStatus::Complete;
+    d.jobs[1].attempt = 1;
+    let err = insert_jobs(&mut d, &[new_job("x", JobType::Uat)], None, &Position::After("j1".into()), Caller::Human, 5)
+        .unwrap_err();
+    assert_eq!(err, ChainError::WouldPrecedeStarted { after: "j1".into(), started: "j2".into() });
+}
+
+#[test]
+fn claim_runs_one_unit_under_a_fenced_lease() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    let c = claim(&mut d, &view(3_000), "h", LEASE).unwrap();
+    assert_eq!(c, Claim { epoch: 1, job_ids: vec!["j1".into()] });
+    assert_eq!(d.status, AssignmentStatus::Active);
+    assert_eq!(d.jobs[0].status, JobStatus::Running);
+    assert_eq!(d.jobs[0].attempt, 1);
+    // A second claim while the lease lives gets nothing.
+    assert!(claim(&mut d, &view(3_001), "h", LEASE).is_none());
+    // Renewing with the right epoch works; a stale epoch is fenced.
+    renew(&mut d, 1, 4_000, LEASE).unwrap();
+    assert_eq!(d.lease.as_ref().unwrap().expires_at, 4_000 + LEASE);
+    assert_eq!(renew(&mut d, 0, 4_000, LEASE), Err(ChainError::Fenced(0)));
+    // A stale epoch cannot record an outcome.
+    let err = record_attempt(&mut d, 7, "j1", &report(Outcome::Complete), &pm("p"), 5).unwrap_err();
+    assert_eq!(err, ChainError::Fenced(7));
+}
+
+#[test]
+fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let first = claim(&mut d, &LeaseView { now: 10, me: "old", exclusive: true }, "h", LEASE).unwrap();
+    // Embedded store: a different runner id means the old runner is dead.
+    let second = claim(&mut d, &LeaseView { now: 11, me: "new", exclusive: true }, "h", LEASE).unwrap();
+    assert_eq!(second.epoch, first.epoch + 1);
+    assert_eq!(d.jobs[0].attempt, 2);
+    // The old runner's late report is fenced.
+    assert!(record_attempt(&mut d, first.epoch, "j1", &report(Outcome::Complete), &pm("p"), 12).is_err());
+
+    // Shared store: another runner's lease is respected until it expires.
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    claim(&mut d, &LeaseView { now: 10, me: "a", exclusive: false }, "h", LEASE).unwrap();
+    let b = LeaseView { now: 11, me: "b", exclusive: false };
+    assert_eq!(readiness(&d, &b), Readiness::WaitUntil(10 + LEASE));
+    assert!(claim(&mut d, &b, "h", LEASE).is_none());
+    let later = LeaseView { now: 10 + LEASE, me: "b", exclusive: false };
+    assert!(claim(&mut d, &later, "h", LEASE).is_some());
+}
+
+#[test]
+fn pm_is_inserted_after_every_non_pm_unit_even_a_failed_one() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    let r = run_unit(&mut d, "p1", Outcome::Failed(FailureReason::Exit));
+    assert_eq!(r, Recorded::PmInserted("p1".into()));
+    assert_eq!(ids(&d), ["j1", "p1", "j2"]);
+    let p1 = d.job("p1").unwrap();
+    assert_eq!(p1.reviews, vec!["j1".to_string()]);
+    assert_eq!(p1.job_type, JobType::Pm);
+    assert!(d.lease.is_none());
+    assert_eq!(d.usage.cost_usd, Some(0.25));
+    assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Exit));
+}
+
+#[test]
+fn a_group_runs_together_and_gets_one_pm() {
+    let mut d = doc();
+    let group = [new_job("r1", JobType::Review), new_job("r2", JobType::Review)];
+    insert_jobs(&mut d, &group, Some("g1"), &Position::End, Caller::Human, 5).unwrap();
+    let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
+    assert_eq!(c.job_ids, vec!["r1".to_string(), "r2".into()]);
+    let first = record_attempt(&mut d, c.epoch, "r1", &report(Outcome::Complete), &pm("p"), 20).unwrap();
+    assert_eq!(first, Recorded::UnitRunning);
+    let second = record_attempt(&mut d, c.epoch, "r2", &report(Outcome::Complete), &pm("p"), 30).unwrap();
+    assert_eq!(second, Recorded::PmInserted("p".into()));
+    assert_eq!(d.job("p").unwrap().reviews, vec!["r1".to_string(), "r2".into()]);
+    assert_eq!(ids(&d), ["r1", "r2", "p"]);
+}
+
+#[test]
+fn a_silent_pm_is_reminded_once_then_the_assignment_blocks() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    // The PM runs and inserts nothing.
+    let r = run_unit(&mut d, "p2", Outcome::Complete);
+    assert_eq!(r, Recorded::PmReminderInserted("p2".into()));
+    assert!(d.job("p2").unwrap().pm_reminder);
+    assert_eq!(d.job("p2").unwrap().reviews, vec!["j1".to_string()]);
+    let r = run_unit(&mut d, "p3", Outcome::Failed(FailureReason::Exit));
+    assert_eq!(r, Recorded::Blocked);
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert_eq!(d.blocked_reason.as_deref(), Some(NO_DECISION_REASON));
+    assert_eq!(d.pm_rounds, 2);
+}
+
+#[test]
+fn a_pm_that_inserts_or_completes_has_decided() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
+    insert_jobs(&mut d, &[new_job("j2", JobType::Implement)], None, &Position::End, Caller::Job("p1"), 11)
+        .unwrap();
+    let r = record_attempt(&mut d, c.epoch, "p1", &report(Outcome::Complete), &pm("x"), 12).unwrap();
+    assert_eq!(r, Recorded::UnitEnded);
+    assert_eq!(ids(&d), ["j1", "p1", "j2"]);
+
+    run_unit(&mut d, "p2", Outcome::Complete);
+    let c = claim(&mut d, &view(20), "h", LEASE).unwrap();
+    let complete = AssignmentUpdate { status: Some(AssignmentStatus::Complete), ..Default::default() };
+    update_assignment(&mut d, &complete, Caller::Job("p2"), &pm("unused"), 21).unwrap();
+    let r = record_attempt(&mut d, c.epoch, "p2", &report(Outcome::Complete), &pm("x"), 22).unwrap();
+    assert_eq!(r, Recorded::UnitEnded);
+    assert_eq!(d.status, AssignmentStatus::Complete);
+    assert_eq!(readiness(&d, &view(30)), Readiness::Idle);
+}
+
+#[test]
+fn transient_errors_pause_and_resume() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let r = run_unit(&mut d, "p", Outcome::RetryAt(9_000));
+    assert_eq!(r, Recorded::UnitEnded);
+    assert_eq!(d.jobs[0].status, JobStatus::WaitingRetry);
+    assert_eq!(readiness(&d, &view(8_999)), Readiness::WaitUntil(9_000));
+    assert_eq!(next_wakeup([&d], &view(8_999)), Some(9_000));
+    let c = claim(&mut d, &view(9_000), "h", LEASE).unwrap();
+    assert_eq!(c.job_ids, vec!["j1".to_string()]);
+    assert_eq!(d.jobs[0].attempt, 2);
+    assert_eq!(d.jobs[0].retry_after, None);
+}
+
+#[test]
+fn requeue_returns_the_job_to_pending() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let r = run_unit(&mut d, "p", Outcome::Requeue);
+    assert_eq!(r, Recorded::UnitEnded);
+    assert_eq!(d.jobs[0].status, JobStatus::Pending);
+    assert!(matches!(readiness(&d, &view(1)), Readiness::Ready(_)));
+}
+
+#[test]
+fn update_rules() {
+    let mut d = doc();
+    let blocked_no_reason = AssignmentUpdate { status: Some(AssignmentStatus::Blocked), ..Default::default() };
+    assert!(update_assignment(&mut d, &blocked_no_reason, Caller::Human, &pm("p"), 1)
+        .unwrap_err()
+        .to_string()
+        .contains("--reason is required"));
+    assert!(AssignmentUpdate::default().validate().is_err());
+    let pending = AssignmentUpdate { status: Some(AssignmentStatus::Pending), ..Default::default() };
+    assert!(pending.validate().is_err());
+
+    // Agents append memory as new lines; humans replace it.
+    let mem = |t: &str| AssignmentUpdate { artifacts: Some(t.into()), decisions: Some(t.into()), ..Default::default() };
+    update_assignment(&mut d, &mem("a"), Caller::Job("p"), &pm("p"), 1).unwrap();
+    update_assignment(&mut d, &mem("b"), Caller::Job("p"), &pm("p"), 1).unwrap();
+    assert_eq!(d.artifacts, "a\nb");
+    assert_eq!(d.decisions, "a\nb");
+    update_assignment(&mut d, &mem("c"), Caller::Human, &pm("p"), 1).unwrap();
+    assert_eq!(d.artifacts, "c");
+
+    // Blocking and resuming: resuming with nothing to run inserts a PM.
+    let block = AssignmentUpdate {
+        status: Some(AssignmentStatus::Blocked),
+        reason: Some("which db?".into()),
+        ..Default::default()
+    };
+    update_assignment(&mut d, &block, Caller::Human, &pm("p"), 2).unwrap();
+    assert_eq!(d.blocked_reason.as_deref(), Some("which db?"));
+    let resume = AssignmentUpdate {
+        status: Some(AssignmentStatus::Active),
+        note: Some("use sqlite".into()),
+        ..Default::default()
+    };
+    let r = update_assignment(&mut d, &resume, Caller::Human, &pm("p9"), 3).unwrap();
+    assert_eq!(r, Updated::PmInserted("p9".into()));
+    assert_eq!(d.blocked_reason, None);
+    assert_eq!(d.notes.len(), 1);
+    assert!(matches!(readiness(&d, &view(4)), Readiness::Ready(v) if v == ["p9"]));
+}
+
+fn assignment(id: &str, created: Millis, priority: i64, independent: bool) -> Assignment {
+    let mut d = new_assignment(id.into(), "ns", "x".into(), priority, independent, created);
+    insert(&mut d, &format!("{id}-j"), JobType::Plan);
+    d
+}
+
+#[test]
+fn pick_follows_the_seed_rules() {
+    let none = HashSet::new();
+    let v = view(100);
+    let docs = [
+        assignment("s-new", 30, 1, false),
+        assignment("s-old", 10, 10, false),
+        assignment("i-1", 20, 10, true),
+        assignment("i-2", 40, 10, true),
+    ];
+    // One sequential (the oldest) plus all independent, oldest first.
+    assert_eq!(pick(&docs, &none, 10, &v), ["s-old", "i-1", "i-2"]);
+    // Slots limit the count.
+    assert_eq!(pick(&docs, &none, 2, &v), ["s-old", "i-1"]);
+    // Same age: lower priority number first.
+    let tie = [assignment("b", 5, 10, true), assignment("a", 5, 1, true)];
+    assert_eq!(pick(&tie, &none, 10, &v), ["a", "b"]);
+
+    // An active sequential assignment keeps the turn, even while it is running.
+    let mut docs = docs;
+    docs[0].status = AssignmentStatus::Active;
+    assert_eq!(pick(&docs, &none, 10, &v), ["i-1", "s-new", "i-2"]);
+    let running: HashSet<String> = ["s-new".to_string()].into();
+    assert_eq!(pick(&docs, &running, 10, &v), ["i-1", "i-2"]);
+    // Blocked ones do not hold the turn.
+    docs[0].status = AssignmentStatus::Blocked;
+    assert_eq!(pick(&docs, &none, 10, &v), ["s-old", "i-1", "i-2"]);
+}

@@ -1,0 +1,3 @@
+//! The `wf-runner` daemon.
+
+fn main() {}

@@ -1,0 +1,328 @@
+//! The domain records: the assignment document and the jobs inside it.
+//!
+//! One [`Assignment`] is one document in the store and the unit of atomicity: its job chain,
+//! every job's status, the lease and the counters change together in one compare-and-swap.
+//! These types are also the `--json` output of the CLI, so field names are camelCase and
+//! statuses serialise as snake_case strings, exactly once, here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The wire and display form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {:?} (expected one of: {})",
+                        stringify!($name).to_lowercase().replace("status", " status")
+                            .replace("jobtype", "job type").trim(),
+                        s.chars().take(40).collect::<String>(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where an assignment stands.
+    AssignmentStatus {
+        /// Created; no job has run yet.
+        Pending => "pending",
+        /// Work is under way.
+        Active => "active",
+        /// Waiting for a human (see `blockedReason`).
+        Blocked => "blocked",
+        /// Done; nothing more runs.
+        Complete => "complete",
+    }
+}
+
+string_enum! {
+    /// Where a job stands.
+    JobStatus {
+        /// Waiting for its turn.
+        Pending => "pending",
+        /// An agent is running it under a lease.
+        Running => "running",
+        /// The agent succeeded.
+        Complete => "complete",
+        /// The agent failed; `failureReason` says how.
+        Failed => "failed",
+        /// Paused by a transient error (rate limit, overload); resumes after `retryAfter`.
+        WaitingRetry => "waiting_retry",
+    }
+}
+
+string_enum! {
+    /// The kind of work a job does; each has a prompt template.
+    JobType {
+        /// Plan the work.
+        Plan => "plan",
+        /// Change the code.
+        Implement => "implement",
+        /// Review a change.
+        Review => "review",
+        /// Check the result as a user would.
+        Uat => "uat",
+        /// Write the documentation.
+        Document => "document",
+        /// The PM shadow job that decides what happens next.
+        Pm => "pm",
+    }
+}
+
+string_enum! {
+    /// Why a job failed.
+    FailureReason {
+        /// The agent ended unsuccessfully (non-zero exit or an unsuccessful result event).
+        Exit => "exit",
+        /// The job ran longer than `timeoutMs`.
+        Timeout => "timeout",
+        /// The agent printed nothing for `idleTimeoutMs`.
+        IdleTimeout => "idle_timeout",
+        /// A human or the runner cancelled it.
+        Cancelled => "cancelled",
+        /// The agent exited without the result event its stream format requires.
+        MalformedStream => "malformed_stream",
+        /// The agent could not be started.
+        SpawnError => "spawn_error",
+        /// A budget of the assignment was exhausted.
+        Budget => "budget",
+    }
+}
+
+impl JobStatus {
+    /// True for statuses that end a job: it will not run again unless retried by a human.
+    pub fn is_finished(self) -> bool {
+        match self {
+            JobStatus::Complete | JobStatus::Failed => true,
+            JobStatus::Pending | JobStatus::Running | JobStatus::WaitingRetry => false,
+        }
+    }
+}
+
+/// Tokens and money spent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in US dollars; `None` when the harness reports none and no price is known.
+    pub cost_usd: Option<f64>,
+}
+
+impl Usage {
+    /// Adds `other` to `self`. An unknown cost stays unknown only if both are unknown.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd = match (self.cost_usd, other.cost_usd) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+    }
+}
+
+/// One agent run in an assignment's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Job {
+    /// The job id.
+    pub id: String,
+    /// The assignment the job belongs to.
+    pub assignment_id: String,
+    /// What kind of work it does.
+    pub job_type: JobType,
+    /// Which configured harness runs it (`claude`, `codex`, `gemini` or a custom one).
+    pub harness: String,
+    /// The model, when not the harness default.
+    pub model: Option<String>,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Jobs inserted together share a group and run in parallel.
+    pub group_id: Option<String>,
+    /// How many times an agent was started for it.
+    pub attempt: u32,
+    /// When it was inserted.
+    pub created_at: Millis,
+    /// When its latest attempt started.
+    pub started_at: Option<Millis>,
+    /// When it finished.
+    pub completed_at: Option<Millis>,
+    /// Why it failed, when it did.
+    pub failure_reason: Option<FailureReason>,
+    /// A short human explanation of the failure or pause.
+    pub failure_detail: Option<String>,
+    /// The agent's session id (for resuming by hand).
+    pub session_id: Option<String>,
+    /// What the job spent over all its attempts.
+    pub usage: Usage,
+    /// When a job paused by a transient error may run again.
+    pub retry_after: Option<Millis>,
+    /// Whether a context text is stored for the job.
+    pub has_context: bool,
+    /// Whether a result text is stored for the latest attempt.
+    pub has_result: bool,
+    /// The PM job whose `wf insert-job` created this job; `None` when a human (or the runner)
+    /// inserted it.
+    pub inserted_by: Option<String>,
+    /// For PM jobs: the jobs it reviews.
+    pub reviews: Vec<String>,
+    /// For PM jobs: this is the second PM run, started because the first decided nothing.
+    pub pm_reminder: bool,
+}
+
+/// A runner's claim on the running unit (a job or a group) of an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Lease {
+    /// The jobs the lease covers (one job, or the unfinished jobs of a group).
+    pub job_ids: Vec<String>,
+    /// The runner that holds it (unique per runner process).
+    pub runner_id: String,
+    /// The host the runner runs on.
+    pub host: String,
+    /// The fencing token: every write about these jobs' outcome must carry it.
+    pub epoch: u64,
+    /// The lease is dead after this instant unless renewed.
+    pub expires_at: Millis,
+}
+
+/// A note from a human, waiting to be shown to the next PM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Note {
+    /// The text.
+    pub text: String,
+    /// When it was written.
+    pub at: Millis,
+}
+
+/// The assignment document: a north star and its chain of jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assignment {
+    /// The assignment id.
+    pub id: String,
+    /// The namespace (one repository) it belongs to.
+    pub namespace: String,
+    /// The intent, as the user stated it. Never changes.
+    pub north_star: String,
+    /// Where it stands.
+    pub status: AssignmentStatus,
+    /// Why it is blocked, when it is.
+    pub blocked_reason: Option<String>,
+    /// Among assignments of the same age, a lower number runs first (default 10, as in the seed).
+    pub priority: i64,
+    /// Independent assignments run alongside others; dependent ones one at a time.
+    pub independent: bool,
+    /// What the work produced so far (files, branches, links), kept by the PM.
+    pub artifacts: String,
+    /// Decisions taken so far, kept by the PM.
+    pub decisions: String,
+    /// The chain, in order.
+    pub jobs: Vec<Job>,
+    /// When it was created.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// Bumped by every write; the store's compare-and-swap compares it.
+    pub version: u64,
+    /// The last fencing token handed out.
+    pub epoch: u64,
+    /// The lease of the running unit, if any.
+    pub lease: Option<Lease>,
+    /// What all its jobs spent.
+    pub usage: Usage,
+    /// How many PM runs finished.
+    pub pm_rounds: u32,
+    /// Notes from humans for the next PM.
+    pub notes: Vec<Note>,
+}
+
+impl Assignment {
+    /// The job with id `id`.
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    /// The index of the job with id `id`.
+    pub fn job_index(&self, id: &str) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_strings() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+        for s in AssignmentStatus::ALL {
+            assert_eq!(s.as_str().parse::<AssignmentStatus>().unwrap(), *s);
+        }
+        for t in JobType::ALL {
+            assert_eq!(t.as_str().parse::<JobType>().unwrap(), *t);
+        }
+        assert_eq!(FailureReason::IdleTimeout.as_str(), "idle_timeout");
+    }
+
+    #[test]
+    fn unknown_values_name_the_choices() {
+        let err = "bogus".parse::<JobType>().unwrap_err();
+        assert!(err.contains("unknown job type \"bogus\""), "{err}");
+        assert!(err.contains("plan, implement"), "{err}");
+        let err = "x".parse::<AssignmentStatus>().unwrap_err();
+        assert!(err.starts_with("unknown assignment status"), "{err}");
+    }
+
+    #[test]
+    fn usage_adds_and_keeps_unknown_cost_unknown() {
+        let mut u = Usage::default();
+        u.add(&Usage { input_tokens: 3, output_tokens: 4, cost_usd: None });
+        assert_eq!(u.cost_usd, None);
+        u.add(&Usage { input_tokens: 1, output_tokens: 1, cost_usd: Some(0.5) });
+        assert_eq!((u.input_tokens, u.output_tokens, u.cost_usd), (4, 5, Some(0.5)));
+    }
+}
