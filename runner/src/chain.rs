@@ -268,7 +268,10 @@ fn previous_unit_ids(doc: &Assignment, at: usize) -> Vec<String> {
     if end == 0 {
         return Vec::new();
     }
-    doc.jobs[unit_range(&doc.jobs, end - 1)].iter().map(|j| j.id.clone()).collect()
+    doc.jobs[unit_range(&doc.jobs, end - 1)]
+        .iter()
+        .map(|j| j.id.clone())
+        .collect()
 }
 
 /// Where an insert lands.
@@ -299,13 +302,18 @@ fn insertion_index(
         }
         (Position::End, _) => doc.jobs.len(),
     };
-    if let Some(started) = doc.jobs[at..].iter().find(|j| j.attempt > 0 || j.status.is_finished())
+    if let Some(started) = doc.jobs[at..]
+        .iter()
+        .find(|j| j.attempt > 0 || j.status.is_finished())
     {
         let after = match position {
             Position::After(a) => a.clone(),
             Position::End => doc.jobs[at - 1].id.clone(),
         };
-        return Err(ChainError::WouldPrecedeStarted { after, started: started.id.clone() });
+        return Err(ChainError::WouldPrecedeStarted {
+            after,
+            started: started.id.clone(),
+        });
     }
     Ok(at)
 }
@@ -408,7 +416,10 @@ pub fn update_assignment(
         merge_memory(&mut doc.decisions, text, caller);
     }
     if let Some(text) = &update.note {
-        doc.notes.push(Note { text: text.clone(), at: now });
+        doc.notes.push(Note {
+            text: text.clone(),
+            at: now,
+        });
     }
     let mut result = Updated::Changed;
     match update.status {
@@ -471,7 +482,10 @@ pub enum Readiness {
 
 /// What an assignment offers a scheduler right now.
 pub fn readiness(doc: &Assignment, view: &LeaseView<'_>) -> Readiness {
-    if !matches!(doc.status, AssignmentStatus::Pending | AssignmentStatus::Active) {
+    if !matches!(
+        doc.status,
+        AssignmentStatus::Pending | AssignmentStatus::Active
+    ) {
         return Readiness::Idle;
     }
     if let Some(lease) = &doc.lease {
@@ -548,11 +562,19 @@ pub fn claim(
         expires_at: view.now + lease_ms,
     });
     doc.updated_at = view.now;
-    Some(Claim { epoch: doc.epoch, job_ids })
+    Some(Claim {
+        epoch: doc.epoch,
+        job_ids,
+    })
 }
 
 /// Extends the lease held with `epoch`. Fails when the lease moved on (self-fencing).
-pub fn renew(doc: &mut Assignment, epoch: u64, now: Millis, lease_ms: u64) -> Result<(), ChainError> {
+pub fn renew(
+    doc: &mut Assignment,
+    epoch: u64,
+    now: Millis,
+    lease_ms: u64,
+) -> Result<(), ChainError> {
     match &mut doc.lease {
         Some(lease) if lease.epoch == epoch => {
             lease.expires_at = now + lease_ms;
@@ -621,7 +643,9 @@ pub fn record_attempt(
         .lease
         .as_ref()
         .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
-    let idx = doc.job_index(job_id).filter(|&i| doc.jobs[i].status == JobStatus::Running);
+    let idx = doc
+        .job_index(job_id)
+        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
     let (true, Some(idx)) = (owns, idx) else {
         return Err(ChainError::Fenced(epoch));
     };
@@ -661,7 +685,10 @@ pub fn record_attempt(
     doc.lease = None;
 
     let unit = unit_range(&doc.jobs, idx);
-    if !doc.jobs[unit.clone()].iter().all(|j| j.status.is_finished()) {
+    if !doc.jobs[unit.clone()]
+        .iter()
+        .all(|j| j.status.is_finished())
+    {
         return Ok(Recorded::UnitEnded);
     }
     if doc.status != AssignmentStatus::Active {
@@ -669,7 +696,10 @@ pub fn record_attempt(
     }
     let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
     if !finished_pm {
-        let reviews = doc.jobs[unit.clone()].iter().map(|j| j.id.clone()).collect();
+        let reviews = doc.jobs[unit.clone()]
+            .iter()
+            .map(|j| j.id.clone())
+            .collect();
         let mut job = job_record(doc, pm, None, now);
         job.job_type = JobType::Pm;
         job.reviews = reviews;
@@ -726,21 +756,26 @@ pub fn pick<'a>(
             let mut waiting: Vec<&Assignment> = docs
                 .iter()
                 .copied()
-                .filter(|d| {
-                    !d.independent && d.status == AssignmentStatus::Pending && ready(d)
-                })
+                .filter(|d| !d.independent && d.status == AssignmentStatus::Pending && ready(d))
                 .collect();
             waiting.sort_by(order);
             waiting.first().copied()
         }
     };
-    let mut chosen: Vec<&Assignment> =
-        docs.iter().copied().filter(|d| d.independent && ready(d)).collect();
+    let mut chosen: Vec<&Assignment> = docs
+        .iter()
+        .copied()
+        .filter(|d| d.independent && ready(d))
+        .collect();
     if let Some(doc) = turn.filter(|d| ready(d)) {
         chosen.push(doc);
     }
     chosen.sort_by(order);
-    chosen.into_iter().take(slots).map(|d| d.id.clone()).collect()
+    chosen
+        .into_iter()
+        .take(slots)
+        .map(|d| d.id.clone())
+        .collect()
 }
 
 /// The earliest instant at which [`readiness`] of some document may change by itself.

@@ -102,9 +102,7 @@ impl Namespace {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name.bytes().enumerate().all(|(i, b)| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || (i > 0 && (b == b'_' || b == b'-'))
+                b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
             });
         if ok {
             Ok(Self(name.to_string()))
@@ -145,14 +143,23 @@ mod tests {
     fn prefixes_are_checked() {
         assert_eq!(parse_prefix(""), Err(IdError::Empty));
         assert!(matches!(parse_prefix("ab!"), Err(IdError::Malformed(_))));
-        assert!(matches!(parse_prefix("abcdefghjkmnp"), Err(IdError::TooLong(_))));
+        assert!(matches!(
+            parse_prefix("abcdefghjkmnp"),
+            Err(IdError::TooLong(_))
+        ));
         assert!(matches!(parse_prefix("oops"), Err(IdError::Malformed(_))));
         assert_eq!(parse_prefix("AB12").unwrap(), "ab12");
     }
 
     #[test]
     fn resolve_prefers_exact_then_unique() {
-        let ids = || vec![("abc".to_string(), 1), ("abd".to_string(), 2), ("x".to_string(), 3)];
+        let ids = || {
+            vec![
+                ("abc".to_string(), 1),
+                ("abd".to_string(), 2),
+                ("x".to_string(), 3),
+            ]
+        };
         assert_eq!(resolve("abc", ids()), Resolved::One(1));
         assert_eq!(resolve("x", ids()), Resolved::One(3));
         assert_eq!(resolve("q", ids()), Resolved::None);

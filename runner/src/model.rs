@@ -16,7 +16,7 @@ pub type Millis = u64;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
@@ -297,7 +297,10 @@ mod tests {
     fn statuses_round_trip_through_their_strings() {
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
-            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         for s in AssignmentStatus::ALL {
             assert_eq!(s.as_str().parse::<AssignmentStatus>().unwrap(), *s);
@@ -320,9 +323,20 @@ mod tests {
     #[test]
     fn usage_adds_and_keeps_unknown_cost_unknown() {
         let mut u = Usage::default();
-        u.add(&Usage { input_tokens: 3, output_tokens: 4, cost_usd: None });
+        u.add(&Usage {
+            input_tokens: 3,
+            output_tokens: 4,
+            cost_usd: None,
+        });
         assert_eq!(u.cost_usd, None);
-        u.add(&Usage { input_tokens: 1, output_tokens: 1, cost_usd: Some(0.5) });
-        assert_eq!((u.input_tokens, u.output_tokens, u.cost_usd), (4, 5, Some(0.5)));
+        u.add(&Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: Some(0.5),
+        });
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cost_usd),
+            (4, 5, Some(0.5))
+        );
     }
 }

@@ -23,7 +23,11 @@ fn pm(id: &str) -> NewJob {
 }
 
 fn view(now: Millis) -> LeaseView<'static> {
-    LeaseView { now, me: "r1", exclusive: true }
+    LeaseView {
+        now,
+        me: "r1",
+        exclusive: true,
+    }
 }
 
 fn report(outcome: Outcome) -> AttemptReport {
@@ -31,7 +35,11 @@ fn report(outcome: Outcome) -> AttemptReport {
         outcome,
         detail: None,
         session_id: Some("s".into()),
-        usage: Usage { input_tokens: 10, output_tokens: 5, cost_usd: Some(0.25) },
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_usd: Some(0.25),
+        },
         has_result: true,
     }
 }
@@ -41,7 +49,15 @@ fn ids(doc: &Assignment) -> Vec<&str> {
 }
 
 fn insert(doc: &mut Assignment, id: &str, t: JobType) {
-    insert_jobs(doc, &[new_job(id, t)], None, &Position::End, Caller::Human, 2_000).unwrap();
+    insert_jobs(
+        doc,
+        &[new_job(id, t)],
+        None,
+        &Position::End,
+        Caller::Human,
+        2_000,
+    )
+    .unwrap();
 }
 
 /// Claims and completes the current unit, returning what recording the last job did.
@@ -50,8 +66,15 @@ fn run_unit(doc: &mut Assignment, pm_id: &str, outcome: Outcome) -> Recorded {
     let mut last = None;
     for job in &claim.job_ids {
         last = Some(
-            record_attempt(doc, claim.epoch, job, &report(outcome.clone()), &pm(pm_id), 4_000)
-                .unwrap(),
+            record_attempt(
+                doc,
+                claim.epoch,
+                job,
+                &report(outcome.clone()),
+                &pm(pm_id),
+                4_000,
+            )
+            .unwrap(),
         );
     }
     last.unwrap()
@@ -66,15 +89,29 @@ fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
 
     // An agent (job j1) inserting twice keeps its order, right after itself.
     for id in ["k1", "k2"] {
-        insert_jobs(&mut d, &[new_job(id, JobType::Review)], None, &Position::End, Caller::Job("j1"), 5)
-            .unwrap();
+        insert_jobs(
+            &mut d,
+            &[new_job(id, JobType::Review)],
+            None,
+            &Position::End,
+            Caller::Job("j1"),
+            5,
+        )
+        .unwrap();
     }
     assert_eq!(ids(&d), ["j1", "k1", "k2", "j2"]);
     assert_eq!(d.job("k1").unwrap().inserted_by.as_deref(), Some("j1"));
 
     // --after lands after the anchor.
-    insert_jobs(&mut d, &[new_job("x", JobType::Uat)], None, &Position::After("k1".into()), Caller::Human, 5)
-        .unwrap();
+    insert_jobs(
+        &mut d,
+        &[new_job("x", JobType::Uat)],
+        None,
+        &Position::After("k1".into()),
+        Caller::Human,
+        5,
+    )
+    .unwrap();
     assert_eq!(ids(&d), ["j1", "k1", "x", "k2", "j2"]);
 }
 
@@ -82,14 +119,27 @@ fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
 fn insert_is_idempotent_and_validates() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    let again =
-        insert_jobs(&mut d, &[new_job("j1", JobType::Plan)], None, &Position::End, Caller::Human, 9)
-            .unwrap();
+    let again = insert_jobs(
+        &mut d,
+        &[new_job("j1", JobType::Plan)],
+        None,
+        &Position::End,
+        Caller::Human,
+        9,
+    )
+    .unwrap();
     assert_eq!(again, Inserted::AlreadyPresent);
     assert_eq!(d.jobs.len(), 1);
 
-    let err = insert_jobs(&mut d, &[new_job("j2", JobType::Plan)], None, &Position::After("nope".into()), Caller::Human, 9)
-        .unwrap_err();
+    let err = insert_jobs(
+        &mut d,
+        &[new_job("j2", JobType::Plan)],
+        None,
+        &Position::After("nope".into()),
+        Caller::Human,
+        9,
+    )
+    .unwrap_err();
     assert!(matches!(err, ChainError::NoSuchJob { .. }));
 
     let group = [new_job("g1", JobType::Review), new_job("g2", JobType::Pm)];
@@ -97,8 +147,15 @@ fn insert_is_idempotent_and_validates() {
     assert!(err.to_string().contains("pm job cannot be part of a group"));
 
     d.status = AssignmentStatus::Complete;
-    let err = insert_jobs(&mut d, &[new_job("j3", JobType::Plan)], None, &Position::End, Caller::Human, 9)
-        .unwrap_err();
+    let err = insert_jobs(
+        &mut d,
+        &[new_job("j3", JobType::Plan)],
+        None,
+        &Position::End,
+        Caller::Human,
+        9,
+    )
+    .unwrap_err();
     assert!(matches!(err, ChainError::AssignmentComplete(_)));
 }
 
@@ -109,9 +166,22 @@ fn cannot_insert_before_a_started_job() {
     insert(&mut d, "j2", JobType::Implement);
     d.jobs[1].status = JobStatus::Complete;
     d.jobs[1].attempt = 1;
-    let err = insert_jobs(&mut d, &[new_job("x", JobType::Uat)], None, &Position::After("j1".into()), Caller::Human, 5)
-        .unwrap_err();
-    assert_eq!(err, ChainError::WouldPrecedeStarted { after: "j1".into(), started: "j2".into() });
+    let err = insert_jobs(
+        &mut d,
+        &[new_job("x", JobType::Uat)],
+        None,
+        &Position::After("j1".into()),
+        Caller::Human,
+        5,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::WouldPrecedeStarted {
+            after: "j1".into(),
+            started: "j2".into()
+        }
+    );
 }
 
 #[test]
@@ -120,7 +190,13 @@ fn claim_runs_one_unit_under_a_fenced_lease() {
     insert(&mut d, "j1", JobType::Plan);
     insert(&mut d, "j2", JobType::Implement);
     let c = claim(&mut d, &view(3_000), "h", LEASE).unwrap();
-    assert_eq!(c, Claim { epoch: 1, job_ids: vec!["j1".into()] });
+    assert_eq!(
+        c,
+        Claim {
+            epoch: 1,
+            job_ids: vec!["j1".into()]
+        }
+    );
     assert_eq!(d.status, AssignmentStatus::Active);
     assert_eq!(d.jobs[0].status, JobStatus::Running);
     assert_eq!(d.jobs[0].attempt, 1);
@@ -139,22 +215,68 @@ fn claim_runs_one_unit_under_a_fenced_lease() {
 fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    let first = claim(&mut d, &LeaseView { now: 10, me: "old", exclusive: true }, "h", LEASE).unwrap();
+    let first = claim(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "old",
+            exclusive: true,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
     // Embedded store: a different runner id means the old runner is dead.
-    let second = claim(&mut d, &LeaseView { now: 11, me: "new", exclusive: true }, "h", LEASE).unwrap();
+    let second = claim(
+        &mut d,
+        &LeaseView {
+            now: 11,
+            me: "new",
+            exclusive: true,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
     assert_eq!(second.epoch, first.epoch + 1);
     assert_eq!(d.jobs[0].attempt, 2);
     // The old runner's late report is fenced.
-    assert!(record_attempt(&mut d, first.epoch, "j1", &report(Outcome::Complete), &pm("p"), 12).is_err());
+    assert!(record_attempt(
+        &mut d,
+        first.epoch,
+        "j1",
+        &report(Outcome::Complete),
+        &pm("p"),
+        12
+    )
+    .is_err());
 
     // Shared store: another runner's lease is respected until it expires.
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    claim(&mut d, &LeaseView { now: 10, me: "a", exclusive: false }, "h", LEASE).unwrap();
-    let b = LeaseView { now: 11, me: "b", exclusive: false };
+    claim(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "a",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    let b = LeaseView {
+        now: 11,
+        me: "b",
+        exclusive: false,
+    };
     assert_eq!(readiness(&d, &b), Readiness::WaitUntil(10 + LEASE));
     assert!(claim(&mut d, &b, "h", LEASE).is_none());
-    let later = LeaseView { now: 10 + LEASE, me: "b", exclusive: false };
+    let later = LeaseView {
+        now: 10 + LEASE,
+        me: "b",
+        exclusive: false,
+    };
     assert!(claim(&mut d, &later, "h", LEASE).is_some());
 }
 
@@ -177,15 +299,37 @@ fn pm_is_inserted_after_every_non_pm_unit_even_a_failed_one() {
 #[test]
 fn a_group_runs_together_and_gets_one_pm() {
     let mut d = doc();
-    let group = [new_job("r1", JobType::Review), new_job("r2", JobType::Review)];
+    let group = [
+        new_job("r1", JobType::Review),
+        new_job("r2", JobType::Review),
+    ];
     insert_jobs(&mut d, &group, Some("g1"), &Position::End, Caller::Human, 5).unwrap();
     let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
     assert_eq!(c.job_ids, vec!["r1".to_string(), "r2".into()]);
-    let first = record_attempt(&mut d, c.epoch, "r1", &report(Outcome::Complete), &pm("p"), 20).unwrap();
+    let first = record_attempt(
+        &mut d,
+        c.epoch,
+        "r1",
+        &report(Outcome::Complete),
+        &pm("p"),
+        20,
+    )
+    .unwrap();
     assert_eq!(first, Recorded::UnitRunning);
-    let second = record_attempt(&mut d, c.epoch, "r2", &report(Outcome::Complete), &pm("p"), 30).unwrap();
+    let second = record_attempt(
+        &mut d,
+        c.epoch,
+        "r2",
+        &report(Outcome::Complete),
+        &pm("p"),
+        30,
+    )
+    .unwrap();
     assert_eq!(second, Recorded::PmInserted("p".into()));
-    assert_eq!(d.job("p").unwrap().reviews, vec!["r1".to_string(), "r2".into()]);
+    assert_eq!(
+        d.job("p").unwrap().reviews,
+        vec!["r1".to_string(), "r2".into()]
+    );
     assert_eq!(ids(&d), ["r1", "r2", "p"]);
 }
 
@@ -212,17 +356,43 @@ fn a_pm_that_inserts_or_completes_has_decided() {
     insert(&mut d, "j1", JobType::Plan);
     run_unit(&mut d, "p1", Outcome::Complete);
     let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
-    insert_jobs(&mut d, &[new_job("j2", JobType::Implement)], None, &Position::End, Caller::Job("p1"), 11)
-        .unwrap();
-    let r = record_attempt(&mut d, c.epoch, "p1", &report(Outcome::Complete), &pm("x"), 12).unwrap();
+    insert_jobs(
+        &mut d,
+        &[new_job("j2", JobType::Implement)],
+        None,
+        &Position::End,
+        Caller::Job("p1"),
+        11,
+    )
+    .unwrap();
+    let r = record_attempt(
+        &mut d,
+        c.epoch,
+        "p1",
+        &report(Outcome::Complete),
+        &pm("x"),
+        12,
+    )
+    .unwrap();
     assert_eq!(r, Recorded::UnitEnded);
     assert_eq!(ids(&d), ["j1", "p1", "j2"]);
 
     run_unit(&mut d, "p2", Outcome::Complete);
     let c = claim(&mut d, &view(20), "h", LEASE).unwrap();
-    let complete = AssignmentUpdate { status: Some(AssignmentStatus::Complete), ..Default::default() };
+    let complete = AssignmentUpdate {
+        status: Some(AssignmentStatus::Complete),
+        ..Default::default()
+    };
     update_assignment(&mut d, &complete, Caller::Job("p2"), &pm("unused"), 21).unwrap();
-    let r = record_attempt(&mut d, c.epoch, "p2", &report(Outcome::Complete), &pm("x"), 22).unwrap();
+    let r = record_attempt(
+        &mut d,
+        c.epoch,
+        "p2",
+        &report(Outcome::Complete),
+        &pm("x"),
+        22,
+    )
+    .unwrap();
     assert_eq!(r, Recorded::UnitEnded);
     assert_eq!(d.status, AssignmentStatus::Complete);
     assert_eq!(readiness(&d, &view(30)), Readiness::Idle);
@@ -256,17 +426,29 @@ fn requeue_returns_the_job_to_pending() {
 #[test]
 fn update_rules() {
     let mut d = doc();
-    let blocked_no_reason = AssignmentUpdate { status: Some(AssignmentStatus::Blocked), ..Default::default() };
-    assert!(update_assignment(&mut d, &blocked_no_reason, Caller::Human, &pm("p"), 1)
-        .unwrap_err()
-        .to_string()
-        .contains("--reason is required"));
+    let blocked_no_reason = AssignmentUpdate {
+        status: Some(AssignmentStatus::Blocked),
+        ..Default::default()
+    };
+    assert!(
+        update_assignment(&mut d, &blocked_no_reason, Caller::Human, &pm("p"), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("--reason is required")
+    );
     assert!(AssignmentUpdate::default().validate().is_err());
-    let pending = AssignmentUpdate { status: Some(AssignmentStatus::Pending), ..Default::default() };
+    let pending = AssignmentUpdate {
+        status: Some(AssignmentStatus::Pending),
+        ..Default::default()
+    };
     assert!(pending.validate().is_err());
 
     // Agents append memory as new lines; humans replace it.
-    let mem = |t: &str| AssignmentUpdate { artifacts: Some(t.into()), decisions: Some(t.into()), ..Default::default() };
+    let mem = |t: &str| AssignmentUpdate {
+        artifacts: Some(t.into()),
+        decisions: Some(t.into()),
+        ..Default::default()
+    };
     update_assignment(&mut d, &mem("a"), Caller::Job("p"), &pm("p"), 1).unwrap();
     update_assignment(&mut d, &mem("b"), Caller::Job("p"), &pm("p"), 1).unwrap();
     assert_eq!(d.artifacts, "a\nb");

@@ -1,0 +1,191 @@
+//! Claude Code `-p --output-format stream-json --verbose` (measured on 2.1.197).
+//!
+//! Lines are parsed as `serde_json::Value`, not typed structs: the schema drifts between
+//! versions, unknown event types are ignored, and a bad line never stops the run.
+
+use serde_json::Value;
+
+use super::{AgentEvent, AgentResult, Parsed};
+use crate::model::Usage;
+
+/// Parses one stdout line.
+pub fn parse_line(line: &str) -> Parsed {
+    let line = line.trim();
+    if line.is_empty() {
+        return Parsed::Ignored;
+    }
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Parsed::Malformed(format!("not JSON ({e}): {}", shorten(line, 120))),
+    };
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        return Parsed::Malformed(format!("no \"type\": {}", shorten(line, 120)));
+    };
+    let events = match kind {
+        "system" => system(&value),
+        "assistant" => assistant(&value),
+        "user" => user(&value),
+        "rate_limit_event" => rate_limit(&value),
+        "result" => vec![AgentEvent::Result(result(&value))],
+        _ => Vec::new(),
+    };
+    if events.is_empty() {
+        Parsed::Ignored
+    } else {
+        Parsed::Events(events)
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().take(n).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+fn system(v: &Value) -> Vec<AgentEvent> {
+    match str_of(v, "subtype") {
+        Some("init") => match str_of(v, "session_id") {
+            Some(id) => vec![AgentEvent::Session {
+                id: id.to_string(),
+                model: str_of(v, "model").map(str::to_string),
+            }],
+            None => Vec::new(),
+        },
+        Some("api_retry") => vec![AgentEvent::ApiRetry {
+            status: v
+                .get("error_status")
+                .and_then(Value::as_u64)
+                .map(|s| s as u16),
+            error: str_of(v, "error").unwrap_or("api error").to_string(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn content(v: &Value) -> &[Value] {
+    v.get("message")
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn assistant(v: &Value) -> Vec<AgentEvent> {
+    content(v)
+        .iter()
+        .filter_map(|block| match str_of(block, "type") {
+            Some("text") => str_of(block, "text").map(|t| AgentEvent::Text(t.to_string())),
+            Some("tool_use") => Some(AgentEvent::ToolUse {
+                id: str_of(block, "id").unwrap_or_default().to_string(),
+                name: str_of(block, "name").unwrap_or("tool").to_string(),
+                input: tool_input(block.get("input")),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A one-line rendering of a tool's input: the command or path when there is one.
+fn tool_input(input: Option<&Value>) -> String {
+    let Some(input) = input else {
+        return String::new();
+    };
+    for key in ["command", "file_path", "path", "pattern", "url"] {
+        if let Some(s) = str_of(input, key) {
+            return shorten(s, 200);
+        }
+    }
+    shorten(&input.to_string(), 200)
+}
+
+fn user(v: &Value) -> Vec<AgentEvent> {
+    content(v)
+        .iter()
+        .filter(|block| str_of(block, "type") == Some("tool_result"))
+        .map(|block| AgentEvent::ToolResult {
+            id: str_of(block, "tool_use_id").unwrap_or_default().to_string(),
+            is_error: block
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+        .collect()
+}
+
+fn rate_limit(v: &Value) -> Vec<AgentEvent> {
+    let info = v.get("rate_limit_info").unwrap_or(&Value::Null);
+    let status = str_of(info, "status").unwrap_or("allowed");
+    vec![AgentEvent::RateLimit {
+        rejected: status == "rejected",
+        // Claude gives seconds since the epoch.
+        resets_at: info
+            .get("resetsAt")
+            .and_then(Value::as_u64)
+            .map(|s| s * 1000),
+    }]
+}
+
+fn result(v: &Value) -> AgentResult {
+    let success = str_of(v, "subtype") == Some("success")
+        && !v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+    let text = match str_of(v, "result") {
+        Some(t) => t.to_string(),
+        None => v
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errs| {
+                errs.iter()
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_else(|| format!("{} (no result text)", str_of(v, "subtype").unwrap_or("?"))),
+    };
+    AgentResult {
+        success,
+        text,
+        usage: usage(v),
+        api_error_status: v
+            .get("api_error_status")
+            .and_then(Value::as_u64)
+            .map(|s| s as u16),
+    }
+}
+
+/// Tokens from `modelUsage` (right even when `usage` is zeroed, as on `error_max_budget_usd`),
+/// else from `usage`. Cached input counts as input.
+fn usage(v: &Value) -> Usage {
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cost = v.get("total_cost_usd").and_then(Value::as_f64);
+    if let Some(models) = v
+        .get("modelUsage")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+    {
+        let mut u = Usage {
+            cost_usd: cost,
+            ..Usage::default()
+        };
+        for m in models.values() {
+            u.input_tokens += n(m, "inputTokens")
+                + n(m, "cacheReadInputTokens")
+                + n(m, "cacheCreationInputTokens");
+            u.output_tokens += n(m, "outputTokens");
+        }
+        return u;
+    }
+    let usage = v.get("usage").unwrap_or(&Value::Null);
+    Usage {
+        input_tokens: n(usage, "input_tokens")
+            + n(usage, "cache_read_input_tokens")
+            + n(usage, "cache_creation_input_tokens"),
+        output_tokens: n(usage, "output_tokens"),
+        cost_usd: cost,
+    }
+}

@@ -1,0 +1,459 @@
+//! The process layer: the only place in wf that starts agent processes.
+//!
+//! Every agent runs as the leader of its own process group, with its prompt on stdin (then
+//! closed), stdout read line by line with a length cap, and the tail of stderr kept for error
+//! messages. It dies with the runner (`PR_SET_PDEATHSIG`), and when it has to be stopped the
+//! whole group gets TERM, then after a grace period KILL, so grandchildren that ignore TERM or
+//! linger after their parent are gone too. When the leader exits by itself, whatever is left
+//! of its group is killed as well.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandSpec, Ended};
+
+/// Limits applied to one agent process.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest run.
+    pub timeout: Duration,
+    /// Longest silence (stdout or stderr).
+    pub idle_timeout: Duration,
+    /// TERM → KILL grace.
+    pub kill_grace: Duration,
+    /// How long an agent may linger after its terminal event before it is stopped.
+    pub settle: Duration,
+    /// Longest stdout line kept, in bytes; longer lines are reported, not stored.
+    pub max_line: usize,
+    /// How much of the end of stderr is kept, in bytes.
+    pub stderr_tail: usize,
+}
+
+impl Limits {
+    /// Limits with the given timeouts and the usual caps.
+    pub fn new(timeout: Duration, idle_timeout: Duration, kill_grace: Duration) -> Self {
+        Self {
+            timeout,
+            idle_timeout,
+            kill_grace,
+            settle: Duration::from_secs(30),
+            max_line: 8 * 1024 * 1024,
+            stderr_tail: 16 * 1024,
+        }
+    }
+}
+
+/// One line of stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A complete UTF-8 line, without its newline.
+    Text(&'a str),
+    /// A line that could not be kept: over the length cap, or not UTF-8.
+    Invalid(String),
+}
+
+/// What the line callback tells the process layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// That was the terminal event: the agent should exit soon.
+    Terminal,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Why it ended.
+    pub ended: Ended,
+    /// The end of stderr.
+    pub stderr_tail: String,
+    /// The process (and group) id it had.
+    pub pid: u32,
+}
+
+/// The agent could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {program:?}: {source}{hint}")]
+pub struct SpawnError {
+    /// The program.
+    pub program: String,
+    /// The cause.
+    pub source: io::Error,
+    hint: &'static str,
+}
+
+/// Sends `signal` to every process in group `pgid`. Errors (no such group) are ignored.
+pub fn signal_group(pgid: u32, signal: i32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // Why: the group belongs to an agent this runner started (or a dead runner of ours
+    // started, as checked by the caller); a vanished group is not an error.
+    #[expect(unsafe_code, reason = "kill(2) on a process group has no safe std API")]
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Whether any process of group `pgid` is alive.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    #[expect(unsafe_code, reason = "kill(2) with signal 0 only checks existence")]
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Runs one agent to its end. `on_start` gets the pid (= process group id) right after the
+/// spawn; `on_line` gets every stdout line. `cancel` stops the run (TERM → grace → KILL).
+pub async fn run(
+    spec: &CommandSpec,
+    extra_env: &BTreeMap<String, String>,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    on_start: impl FnOnce(u32),
+    mut on_line: impl FnMut(Line<'_>) -> Flow,
+) -> Result<Exit, SpawnError> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .envs(extra_env)
+        .current_dir(&spec.cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let parent = std::process::id() as i32;
+    // Why: the agent must not outlive a runner killed with SIGKILL. PDEATHSIG fires when the
+    // spawning thread exits; tokio's worker threads live as long as the runtime.
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec runs between fork and exec; only prctl/getppid"
+    )]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the runner died while starting the agent"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError {
+        program: spec.program.clone(),
+        hint: if source.kind() == io::ErrorKind::NotFound {
+            " (is it installed and on PATH?)"
+        } else {
+            ""
+        },
+        source,
+    })?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    on_start(pid);
+
+    let stdin_task = match (child.stdin.take(), spec.stdin.clone()) {
+        (Some(mut stdin), Some(bytes)) => Some(tokio::spawn(async move {
+            // Why: an agent may exit without reading its prompt; the write then fails with a
+            // broken pipe and the exit status tells the story.
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        })),
+        _ => None,
+    };
+    let started = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_task = tokio::spawn(tail_stderr(
+        stderr,
+        limits.stderr_tail,
+        activity.clone(),
+        started,
+    ));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut reader = LineReader::new(stdout, limits.max_line);
+
+    let mut deliver = |raw: RawLine, activity: &AtomicU64| -> Flow {
+        activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match raw {
+            RawLine::Line(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => on_line(Line::Text(text.strip_suffix('\r').unwrap_or(text))),
+                Err(e) => on_line(Line::Invalid(format!(
+                    "line of {} bytes is not UTF-8 ({e})",
+                    bytes.len()
+                ))),
+            },
+            RawLine::TooLong(n) => on_line(Line::Invalid(format!(
+                "line of {n} bytes exceeds the {} byte limit and was dropped",
+                limits.max_line
+            ))),
+        }
+    };
+
+    let deadline = tokio::time::Instant::from_std(started + limits.timeout);
+    let mut stdout_open = true;
+    let mut terminal_at: Option<tokio::time::Instant> = None;
+    enum Stop {
+        Exited(std::process::ExitStatus),
+        Timeout,
+        Idle,
+        Cancelled,
+        Lingered,
+    }
+    let stop = loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let idle_at = tokio::time::Instant::from_std(started + last + limits.idle_timeout);
+        let settle_at = terminal_at.map(|t| t + limits.settle);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Stop::Cancelled,
+            status = child.wait() => match status {
+                Ok(status) => break Stop::Exited(status),
+                Err(_) => break Stop::Cancelled,
+            },
+            line = reader.next(), if stdout_open => match line {
+                Ok(Some(raw)) => {
+                    if deliver(raw, &activity) == Flow::Terminal && terminal_at.is_none() {
+                        terminal_at = Some(tokio::time::Instant::now());
+                    }
+                }
+                Ok(None) | Err(_) => stdout_open = false,
+            },
+            _ = tokio::time::sleep_until(deadline) => break Stop::Timeout,
+            _ = tokio::time::sleep_until(idle_at) => {
+                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                if started.elapsed() >= last + limits.idle_timeout {
+                    break Stop::Idle;
+                }
+            }
+            _ = async { tokio::time::sleep_until(settle_at.expect("guarded")).await },
+                if settle_at.is_some() => break Stop::Lingered,
+        }
+    };
+
+    let ended = match stop {
+        Stop::Exited(status) => {
+            // The leader is gone; so must be whatever it left behind in its group.
+            signal_group(pid, libc::SIGKILL);
+            exit_of(status)
+        }
+        other => {
+            terminate(&mut child, pid, limits.kill_grace).await;
+            match other {
+                Stop::Timeout => Ended::TimedOut,
+                Stop::Idle => Ended::IdleTimedOut,
+                Stop::Cancelled => Ended::Cancelled,
+                Stop::Lingered => Ended::Lingered,
+                Stop::Exited(_) => unreachable!("handled above"),
+            }
+        }
+    };
+    // Read what the agent wrote before it died. Every writer in the group is dead, so EOF comes
+    // at once unless a process escaped the group; do not wait long for that one.
+    if stdout_open {
+        let drain = async {
+            while let Ok(Some(raw)) = reader.next().await {
+                deliver(raw, &activity);
+            }
+        };
+        // Why: a timeout here only means an escaped process holds the pipe open.
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
+    let stderr_tail = match tokio::time::timeout(Duration::from_secs(2), stderr_task).await {
+        Ok(Ok(tail)) => tail,
+        _ => String::new(),
+    };
+    Ok(Exit {
+        ended,
+        stderr_tail,
+        pid,
+    })
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    Ended::Exited {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}
+
+/// TERM to the group, wait up to `grace` for the leader, then KILL the group.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: u32,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    signal_group(pgid, libc::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        _ => None,
+    };
+    signal_group(pgid, libc::SIGKILL);
+    match status {
+        Some(s) => Some(s),
+        None => child.wait().await.ok(),
+    }
+}
+
+async fn tail_stderr(
+    mut stderr: impl AsyncRead + Unpin,
+    cap: usize,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+) -> String {
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(cap.min(64 * 1024));
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                tail.extend(&buf[..n]);
+                while tail.len() > cap {
+                    tail.pop_front();
+                }
+            }
+        }
+    }
+    let bytes: Vec<u8> = tail.into();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A raw stdout line.
+#[derive(Debug, PartialEq, Eq)]
+enum RawLine {
+    Line(Vec<u8>),
+    TooLong(usize),
+}
+
+/// Splits a byte stream into lines without ever holding more than `max` bytes of one line.
+struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
+    /// Length of an over-long line being skipped, if any.
+    skipping: Option<usize>,
+    max: usize,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(inner: R, max: usize) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            scanned: 0,
+            skipping: None,
+            max,
+            eof: false,
+        }
+    }
+
+    /// The next line; `None` at end of stream. Cancel-safe: state lives in `self`.
+    async fn next(&mut self) -> io::Result<Option<RawLine>> {
+        loop {
+            if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + pos;
+                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
+                self.scanned = 0;
+                return Ok(Some(match self.skipping.take() {
+                    Some(skipped) => RawLine::TooLong(skipped + line.len()),
+                    None => RawLine::Line(line),
+                }));
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                *self.skipping.get_or_insert(0) += self.buf.len();
+                self.buf.clear();
+                self.scanned = 0;
+            }
+            if self.eof {
+                if let Some(skipped) = self.skipping.take() {
+                    let n = skipped + self.buf.len();
+                    self.buf.clear();
+                    return Ok(Some(RawLine::TooLong(n)));
+                }
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                self.scanned = 0;
+                return Ok(Some(RawLine::Line(std::mem::take(&mut self.buf))));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.inner.read(&mut chunk).await?;
+            if n == 0 {
+                self.eof = true;
+            } else {
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<RawLine> {
+        let mut r = LineReader::new(input, max);
+        let mut out = Vec::new();
+        while let Some(l) = r.next().await.unwrap() {
+            out.push(l);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_keeps_a_last_partial_one() {
+        let got = lines(b"a\nbb\n\nccc", 100).await;
+        assert_eq!(
+            got,
+            [
+                RawLine::Line(b"a".to_vec()),
+                RawLine::Line(b"bb".to_vec()),
+                RawLine::Line(Vec::new()),
+                RawLine::Line(b"ccc".to_vec())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn over_long_lines_are_dropped_with_their_length() {
+        let mut input = vec![b'x'; 200_000];
+        input.extend_from_slice(b"\nok\n");
+        input.extend(vec![b'y'; 150_000]);
+        let got = lines(&input, 1000).await;
+        assert_eq!(
+            got,
+            [
+                RawLine::TooLong(200_000),
+                RawLine::Line(b"ok".to_vec()),
+                RawLine::TooLong(150_000)
+            ]
+        );
+    }
+}
