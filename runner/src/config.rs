@@ -69,6 +69,10 @@ pub struct RawConfig {
     /// How many assignments a runner works on at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
+    /// On the first SIGTERM/SIGINT, how long running jobs may go on before they are stopped
+    /// and returned to pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
     /// Lease length; renewed every third of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
@@ -266,6 +270,8 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Assignments worked on at once per runner.
     pub max_concurrent: usize,
+    /// How long running jobs may finish after the first shutdown signal.
+    pub shutdown_grace: Duration,
     /// Lease length.
     pub lease: Duration,
     /// Harness per job type (`default` under the key `None`).
@@ -324,6 +330,7 @@ impl Config {
             idle_timeout_ms: Some(self.idle_timeout.as_millis() as u64),
             kill_grace_ms: Some(self.kill_grace.as_millis() as u64),
             max_concurrent: Some(self.max_concurrent),
+            shutdown_grace_ms: Some(self.shutdown_grace.as_millis() as u64),
             lease_ms: Some(self.lease.as_millis() as u64),
             harness_defaults: Some(
                 self.harness_defaults
@@ -449,6 +456,7 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
     let idle_timeout = ms("idleTimeoutMs", raw.idle_timeout_ms, 600_000, 1)?;
     let kill_grace = ms("killGraceMs", raw.kill_grace_ms, 5_000, 0)?;
     let lease = ms("leaseMs", raw.lease_ms, 30_000, 300)?;
+    let shutdown_grace = ms("shutdownGraceMs", raw.shutdown_grace_ms, 30_000, 0)?;
     let max_concurrent = raw.max_concurrent.unwrap_or(2);
     if max_concurrent == 0 {
         return Err(invalid("maxConcurrent: must be at least 1".into()));
@@ -518,6 +526,7 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
         idle_timeout,
         kill_grace,
         max_concurrent,
+        shutdown_grace,
         lease,
         harness_defaults,
         harnesses,

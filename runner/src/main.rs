@@ -1,3 +1,5 @@
 //! The `wf-runner` daemon.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    wf_runner::main_impl()
+}

@@ -107,6 +107,21 @@ pub fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
+/// Sends `signal` to one process. Errors (no such process) are ignored.
+pub fn signal_pid(pid: u32, signal: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid <= 1 {
+        return;
+    }
+    #[expect(
+        unsafe_code,
+        reason = "kill(2) has no safe std API for arbitrary signals"
+    )]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 /// Whether any process of group `pgid` is alive.
 pub fn group_alive(pgid: u32) -> bool {
     let Ok(pgid) = i32::try_from(pgid) else {

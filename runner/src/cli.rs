@@ -1,0 +1,94 @@
+//! The `wf-runner` command line: flags, logging, signals, exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::sync::mpsc;
+
+use crate::config;
+use crate::daemon::{self, Options};
+
+/// Exit codes of `wf-runner`.
+pub mod exit {
+    /// Clean shutdown.
+    pub const OK: u8 = 0;
+    /// Internal error.
+    pub const ERROR: u8 = 1;
+    /// Bad configuration or usage.
+    pub const CONFIG: u8 = 2;
+}
+
+/// Runs wf jobs: claims runnable jobs, runs their agents, records outcomes, starts PM jobs.
+#[derive(Debug, Parser)]
+#[command(name = "wf-runner", version, about)]
+struct Args {
+    /// Config file (default: $WF_CONFIG, else .wf/config.json here or in a parent directory).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// The `wf-runner` entry point.
+pub fn main_impl() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("wf-runner: error: cannot read the current directory: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let config = match config::load(args.config.as_deref(), &cwd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wf-runner: error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wf-runner: error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        let opts = Options {
+            config,
+            wf_dir: daemon::find_wf_dir(),
+        };
+        daemon::run(opts, rx).await
+    });
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("wf-runner: error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! How `wf` reaches the state: through the running runner's control socket, or directly.
+//!
+//! With the embedded store, a running `wf-runner` owns the database, so `wf` sends requests
+//! over the runner's socket. With no runner running, `wf` opens the database itself. The two
+//! paths execute the same [`api::dispatch`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
+use crate::config::{Config, StoreConfig};
+use crate::ops::OpError;
+use crate::store::sled::SledStore;
+use crate::store::{Store, StoreError};
+
+/// How long `wf` keeps trying while a runner is starting up (it holds the database but does not
+/// serve its socket yet) or another `wf` briefly holds the database.
+const OPEN_PATIENCE: Duration = Duration::from_secs(20);
+
+/// A connection to a runner's control socket.
+pub struct Client {
+    ws: WebSocketStream<UnixStream>,
+    next_id: u64,
+    welcome: Welcome,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// No runner listens there.
+    NotRunning,
+    /// Something listens but the session failed.
+    Failed(OpError),
+}
+
+impl Client {
+    /// Connects and exchanges protocol versions.
+    pub async fn connect(socket: &Path) -> Result<Self, ConnectError> {
+        let stream = match UnixStream::connect(socket).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ConnectError::NotRunning)
+            }
+            Err(e) => {
+                return Err(ConnectError::Failed(OpError::Unavailable(format!(
+                    "cannot connect to the runner at {}: {e}",
+                    socket.display()
+                ))))
+            }
+        };
+        let unavailable = |e: tokio_tungstenite::tungstenite::Error| {
+            ConnectError::Failed(OpError::Unavailable(format!(
+                "the runner at {} did not accept the session: {e}",
+                socket.display()
+            )))
+        };
+        let (ws, _) = tokio_tungstenite::client_async("ws://wf-runner/", stream)
+            .await
+            .map_err(unavailable)?;
+        let mut client = Self {
+            ws,
+            next_id: 1,
+            welcome: Welcome {
+                protocol: 0,
+                runner_id: String::new(),
+                namespace: String::new(),
+            },
+        };
+        let hello = Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: format!("wf {}", env!("CARGO_PKG_VERSION")),
+        };
+        let value = client.call(hello).await.map_err(ConnectError::Failed)?;
+        client.welcome = serde_json::from_value(value).map_err(|e| {
+            ConnectError::Failed(OpError::Unavailable(format!(
+                "bad welcome from the runner: {e}"
+            )))
+        })?;
+        Ok(client)
+    }
+
+    /// The runner's greeting.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&mut self, request: Request) -> Result<Value, OpError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
+        let lost = |e: tokio_tungstenite::tungstenite::Error| {
+            OpError::Unavailable(format!("lost the connection to the runner: {e}"))
+        };
+        self.ws.send(Message::text(text)).await.map_err(lost)?;
+        loop {
+            let msg = match self.ws.next().await {
+                None => {
+                    return Err(OpError::Unavailable(
+                        "the runner closed the connection before answering".into(),
+                    ))
+                }
+                Some(m) => m.map_err(lost)?,
+            };
+            let Message::Text(text) = msg else { continue };
+            let response: Response = serde_json::from_str(&text).map_err(|e| {
+                OpError::Unavailable(format!("unreadable response from the runner: {e}"))
+            })?;
+            if response.id != id {
+                continue;
+            }
+            return match (response.ok, response.error) {
+                (Some(v), None) => Ok(v),
+                (_, Some(err)) => Err(OpError::from_wire(&err.kind, err.message)),
+                (None, None) => Ok(Value::Null),
+            };
+        }
+    }
+}
+
+/// Where `wf` sends its requests.
+pub enum Backend {
+    /// `wf` holds the store itself.
+    Direct {
+        /// The store.
+        store: Store,
+        /// The configuration requests are interpreted with.
+        config: Box<Config>,
+    },
+    /// A runner holds it.
+    Runner(Client),
+}
+
+impl Backend {
+    /// Reaches the state described by `config`.
+    pub async fn open(config: &Config) -> Result<Self, OpError> {
+        match &config.store {
+            StoreConfig::Sled { path } => {
+                let socket = crate::paths::socket_path(&config.state_dir);
+                let started = Instant::now();
+                let mut pause = Duration::from_millis(5);
+                loop {
+                    match Client::connect(&socket).await {
+                        Ok(client) => return Ok(Backend::Runner(client)),
+                        Err(ConnectError::Failed(e)) => return Err(e),
+                        Err(ConnectError::NotRunning) => {}
+                    }
+                    match SledStore::open(path, &config.namespace, Duration::ZERO) {
+                        Ok(store) => {
+                            return Ok(Backend::Direct {
+                                store: Store::Sled(store),
+                                config: Box::new(config.clone()),
+                            })
+                        }
+                        Err(StoreError::Locked { .. }) if started.elapsed() < OPEN_PATIENCE => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+            StoreConfig::Nats(_) => Err(OpError::Unavailable(
+                "the NATS store is not supported by this build".into(),
+            )),
+        }
+    }
+
+    /// Executes one request.
+    pub async fn call(&mut self, request: Request) -> Result<Value, OpError> {
+        match self {
+            Backend::Direct { store, config } => api::dispatch(store, config, request).await,
+            Backend::Runner(client) => client.call(request).await,
+        }
+    }
+
+    /// Executes one request and decodes its result.
+    pub async fn call_as<T: DeserializeOwned>(&mut self, request: Request) -> Result<T, OpError> {
+        let value = self.call(request).await?;
+        serde_json::from_value(value)
+            .map_err(|e| OpError::Unavailable(format!("unexpected answer from the runner: {e}")))
+    }
+
+    /// Whether requests go through a runner.
+    pub fn via_runner(&self) -> bool {
+        matches!(self, Backend::Runner(_))
+    }
+}

@@ -1,0 +1,441 @@
+//! Domain operations over a [`Store`]: what `wf` commands do, whoever executes them.
+//!
+//! The runner executes these for CLI requests that arrive on its control socket; the CLI
+//! executes them itself when it holds the store (no runner, or NATS). Each mutation is one
+//! [`Store::update`] with a pure [`chain`] function, preceded by the blob writes it links.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{self, AssignmentUpdate, Caller, ChainError, NewJob, Position};
+use crate::config::Config;
+use crate::ids::{self, IdError, Resolved};
+use crate::model::{Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis};
+use crate::store::{BlobKey, Store, StoreError, UpdateError};
+
+/// Largest job context accepted, in bytes.
+pub const MAX_CONTEXT: usize = 256 * 1024;
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Why an operation failed. `kind()` is stable and travels over the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Nothing matches the id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The chain refused the change.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runner could not be reached or answered nonsense.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl OpError {
+    /// A stable name for the kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpError::NotFound(_) | OpError::Store(StoreError::NotFound(_)) => "not_found",
+            OpError::Invalid(_) | OpError::Chain(_) => "invalid",
+            OpError::Store(_) => "store",
+            OpError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Rebuilds an error from its kind and message (the socket's wire form).
+    pub fn from_wire(kind: &str, message: String) -> Self {
+        match kind {
+            "not_found" => OpError::NotFound(message),
+            "invalid" => OpError::Invalid(message),
+            "unavailable" => OpError::Unavailable(message),
+            _ => OpError::Store(StoreError::Backend(message)),
+        }
+    }
+}
+
+impl From<IdError> for OpError {
+    fn from(e: IdError) -> Self {
+        OpError::Invalid(e.to_string())
+    }
+}
+
+impl From<UpdateError<ChainError>> for OpError {
+    fn from(e: UpdateError<ChainError>) -> Self {
+        match e {
+            UpdateError::Refused(c) => OpError::Chain(c),
+            UpdateError::Store(s) => OpError::Store(s),
+        }
+    }
+}
+
+/// One job of `wf insert-job --jobs` (the seed's shape; `type` is accepted for `jobType`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job type.
+    #[serde(alias = "type")]
+    pub job_type: JobType,
+    /// The harness; default from `harnessDefaults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<String>,
+    /// The model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// What the job is to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// `wf create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRequest {
+    /// The north star.
+    pub north_star: String,
+    /// Lower runs first among equals (default 10).
+    pub priority: i64,
+    /// Runs alongside other assignments.
+    pub independent: bool,
+    /// A first job to insert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<JobSpec>,
+}
+
+/// What `wf insert-job` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InsertResult {
+    /// The assignment.
+    pub assignment_id: String,
+    /// The group, when several jobs were inserted.
+    pub group_id: Option<String>,
+    /// The jobs as stored.
+    pub jobs: Vec<Job>,
+    /// A warning for the user (e.g. the assignment is blocked).
+    pub warning: Option<String>,
+}
+
+/// A job with its texts (`wf job`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobDetail {
+    /// The job.
+    pub job: Job,
+    /// Its context.
+    pub context: Option<String>,
+    /// The result of its latest attempt.
+    pub result: Option<String>,
+    /// Its assignment's north star.
+    pub north_star: String,
+    /// Its assignment's status.
+    pub assignment_status: AssignmentStatus,
+}
+
+/// Resolves an assignment id or unique prefix.
+pub async fn find_assignment(store: &Store, prefix: &str) -> Result<Assignment, OpError> {
+    let prefix = ids::parse_prefix(prefix)?;
+    if prefix.len() == ids::ID_LEN {
+        if let Some(doc) = store.get(&prefix).await? {
+            return Ok(doc);
+        }
+    }
+    let docs = store.list().await?;
+    match ids::resolve(&prefix, docs.into_iter().map(|d| (d.id.clone(), d))) {
+        Resolved::One(doc) => Ok(doc),
+        Resolved::None => Err(OpError::NotFound(format!(
+            "no assignment matches {prefix:?}"
+        ))),
+        Resolved::Ambiguous(ids) => Err(OpError::Invalid(format!(
+            "assignment id {prefix:?} is ambiguous: it matches {}",
+            ids.join(", ")
+        ))),
+    }
+}
+
+/// Resolves a job id or unique prefix, among all assignments (or within `doc`).
+fn resolve_job<'a>(
+    docs: impl IntoIterator<Item = &'a Assignment>,
+    prefix: &str,
+) -> Result<(&'a Assignment, &'a Job), OpError> {
+    let prefix = ids::parse_prefix(prefix)?;
+    let candidates = docs
+        .into_iter()
+        .flat_map(|d| d.jobs.iter().map(move |j| (j.id.clone(), (d, j))));
+    match ids::resolve(&prefix, candidates) {
+        Resolved::One(found) => Ok(found),
+        Resolved::None => Err(OpError::NotFound(format!("no job matches {prefix:?}"))),
+        Resolved::Ambiguous(ids) => Err(OpError::Invalid(format!(
+            "job id {prefix:?} is ambiguous: it matches {}",
+            ids.join(", ")
+        ))),
+    }
+}
+
+fn check_harness(config: &Config, name: &str) -> Result<(), OpError> {
+    if config.harnesses.contains_key(name) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "unknown harness {name:?} (configured: {})",
+            config
+                .harnesses
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// Turns specs into new jobs: harness defaults applied (a list fans out), ids generated.
+/// Returns the jobs with their contexts.
+fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, OpError> {
+    if specs.is_empty() {
+        return Err(OpError::Invalid("no jobs given (an empty list)".into()));
+    }
+    let mut out = Vec::new();
+    for spec in specs {
+        let context = spec.context.clone().unwrap_or_default();
+        if context.len() > MAX_CONTEXT {
+            return Err(OpError::Invalid(format!(
+                "the context of a {} job is {} bytes; the limit is {} KiB",
+                spec.job_type,
+                context.len(),
+                MAX_CONTEXT / 1024
+            )));
+        }
+        let choices = match &spec.harness {
+            Some(h) => {
+                check_harness(config, h)?;
+                vec![crate::config::HarnessChoice {
+                    harness: h.clone(),
+                    model: None,
+                }]
+            }
+            None => config.harness_for(spec.job_type).to_vec(),
+        };
+        for choice in choices {
+            out.push((
+                NewJob {
+                    id: ids::new_id(),
+                    job_type: spec.job_type,
+                    harness: choice.harness,
+                    model: spec.model.clone().or(choice.model),
+                    has_context: !context.is_empty(),
+                },
+                context.clone(),
+            ));
+        }
+    }
+    if out.len() > chain::MAX_JOBS_PER_INSERT {
+        return Err(OpError::Invalid(format!(
+            "{} jobs in one insert; the limit is {}",
+            out.len(),
+            chain::MAX_JOBS_PER_INSERT
+        )));
+    }
+    Ok(out)
+}
+
+/// A PM job as the configuration says to run it.
+pub fn pm_job(config: &Config) -> NewJob {
+    let choice = config.pm_harness();
+    NewJob {
+        id: ids::new_id(),
+        job_type: JobType::Pm,
+        harness: choice.harness.clone(),
+        model: choice.model.clone(),
+        has_context: false,
+    }
+}
+
+/// `wf create`.
+pub async fn create(
+    store: &Store,
+    config: &Config,
+    req: &CreateRequest,
+) -> Result<Assignment, OpError> {
+    chain::validate_north_star(&req.north_star)?;
+    let now = now_ms();
+    let mut doc = chain::new_assignment(
+        ids::new_id(),
+        config.namespace.as_str(),
+        req.north_star.clone(),
+        req.priority,
+        req.independent,
+        now,
+    );
+    if let Some(start) = &req.start {
+        let jobs = expand(config, std::slice::from_ref(start))?;
+        write_contexts(store, &doc.id, &jobs).await?;
+        let new: Vec<NewJob> = jobs.into_iter().map(|(j, _)| j).collect();
+        let group = (new.len() > 1).then(ids::new_id);
+        chain::insert_jobs(
+            &mut doc,
+            &new,
+            group.as_deref(),
+            &Position::End,
+            Caller::Human,
+            now,
+        )?;
+    }
+    store.create(&doc).await?;
+    Ok(doc)
+}
+
+async fn write_contexts(
+    store: &Store,
+    assignment: &str,
+    jobs: &[(NewJob, String)],
+) -> Result<(), OpError> {
+    for (job, context) in jobs.iter().filter(|(_, c)| !c.is_empty()) {
+        let key = BlobKey::Context {
+            assignment: assignment.to_string(),
+            job: job.id.clone(),
+        };
+        store.put_blob(&key, context.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// `wf insert-job`.
+pub async fn insert_jobs(
+    store: &Store,
+    config: &Config,
+    assignment: &str,
+    specs: &[JobSpec],
+    after: Option<&str>,
+    caller: Option<&str>,
+) -> Result<InsertResult, OpError> {
+    let doc = find_assignment(store, assignment).await?;
+    let jobs = expand(config, specs)?;
+    let position = match after {
+        None => Position::End,
+        Some(prefix) => Position::After(resolve_job([&doc], prefix)?.1.id.clone()),
+    };
+    if doc.status == AssignmentStatus::Complete {
+        return Err(ChainError::AssignmentComplete(doc.id.clone()).into());
+    }
+    write_contexts(store, &doc.id, &jobs).await?;
+    let new: Vec<NewJob> = jobs.into_iter().map(|(j, _)| j).collect();
+    let group = (new.len() > 1).then(ids::new_id);
+    let caller = caller.map_or(Caller::Human, Caller::Job);
+    let (doc, _) = store
+        .update(&doc.id, |d| {
+            chain::insert_jobs(d, &new, group.as_deref(), &position, caller, now_ms())
+        })
+        .await?;
+    let ids: HashSet<&str> = new.iter().map(|j| j.id.as_str()).collect();
+    let warning = match doc.status {
+        AssignmentStatus::Blocked => Some(format!(
+            "assignment {} is blocked; the job(s) run after `wf update-assignment {} --status active`",
+            doc.id, doc.id
+        )),
+        _ => None,
+    };
+    Ok(InsertResult {
+        assignment_id: doc.id.clone(),
+        group_id: group,
+        jobs: doc
+            .jobs
+            .iter()
+            .filter(|j| ids.contains(j.id.as_str()))
+            .cloned()
+            .collect(),
+        warning,
+    })
+}
+
+/// `wf update-assignment`.
+pub async fn update_assignment(
+    store: &Store,
+    config: &Config,
+    assignment: &str,
+    update: &AssignmentUpdate,
+    caller: Option<&str>,
+) -> Result<Assignment, OpError> {
+    update.validate()?;
+    let doc = find_assignment(store, assignment).await?;
+    let pm = pm_job(config);
+    let caller = caller.map_or(Caller::Human, Caller::Job);
+    let (doc, _) = store
+        .update(&doc.id, |d| {
+            chain::update_assignment(d, update, caller, &pm, now_ms())
+        })
+        .await?;
+    Ok(doc)
+}
+
+/// `wf assignments`: oldest first.
+pub async fn list_assignments(
+    store: &Store,
+    status: Option<AssignmentStatus>,
+) -> Result<Vec<Assignment>, OpError> {
+    let mut docs = store.list().await?;
+    docs.retain(|d| status.is_none_or(|s| d.status == s));
+    docs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(docs)
+}
+
+/// `wf jobs`: every job, assignments oldest first, each in chain order.
+pub async fn list_jobs(store: &Store, status: Option<JobStatus>) -> Result<Vec<Job>, OpError> {
+    Ok(list_assignments(store, None)
+        .await?
+        .into_iter()
+        .flat_map(|d| d.jobs)
+        .filter(|j| status.is_none_or(|s| j.status == s))
+        .collect())
+}
+
+/// `wf job`.
+pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpError> {
+    let docs = store.list().await?;
+    let (doc, job) = resolve_job(&docs, prefix)?;
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let context = if job.has_context {
+        text(
+            store
+                .get_blob(&BlobKey::Context {
+                    assignment: doc.id.clone(),
+                    job: job.id.clone(),
+                })
+                .await?,
+        )
+    } else {
+        None
+    };
+    let result = if job.has_result {
+        text(
+            store
+                .get_blob(&BlobKey::Result {
+                    assignment: doc.id.clone(),
+                    job: job.id.clone(),
+                    attempt: job.attempt,
+                })
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok(JobDetail {
+        job: job.clone(),
+        context,
+        result,
+        north_star: doc.north_star.clone(),
+        assignment_status: doc.status,
+    })
+}

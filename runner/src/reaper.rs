@@ -1,0 +1,107 @@
+//! Finding and killing agent processes left behind by dead runners.
+//!
+//! Every agent gets `WF_RUNNER_ID` in its environment, and its children inherit it. When a
+//! runner starts, it kills the process groups of processes that carry the id of a runner known
+//! to be dead (the previous runner of this state directory, or the holder of a lease that the
+//! embedded store proves dead). Only processes carrying such an id are touched: they were
+//! started by a wf runner of this store, never by anyone else.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+/// A process found carrying a dead runner's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// Process id.
+    pub pid: u32,
+    /// Its process group.
+    pub pgid: u32,
+    /// The job it was working on, if known.
+    pub job: Option<String>,
+}
+
+/// Processes (readable by us) whose environment has `WF_RUNNER_ID` in `dead`.
+pub fn find_orphans(dead: &HashSet<String>) -> Vec<Orphan> {
+    if dead.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let mut runner = None;
+        let mut job = None;
+        for var in environ.split(|&b| b == 0) {
+            if let Some(v) = var.strip_prefix(b"WF_RUNNER_ID=") {
+                runner = Some(String::from_utf8_lossy(v).into_owned());
+            } else if let Some(v) = var.strip_prefix(b"WF_JOB_ID=") {
+                job = Some(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        if !runner.is_some_and(|r| dead.contains(&r)) {
+            continue;
+        }
+        if let Some(pgid) = pgid_of(&entry.path()) {
+            found.push(Orphan { pid, pgid, job });
+        }
+    }
+    found
+}
+
+/// Field 5 of `/proc/<pid>/stat`; the command name (field 2) may contain spaces and ')'.
+fn pgid_of(proc_dir: &Path) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Kills the process groups of `orphans` and returns how many groups were signalled.
+pub fn kill_orphans(orphans: &[Orphan]) -> usize {
+    let groups: HashSet<u32> = orphans.iter().map(|o| o.pgid).collect();
+    for pgid in &groups {
+        crate::harness::process::signal_group(*pgid, libc::SIGKILL);
+    }
+    // Processes that left their group still carry the id: kill them one by one.
+    for o in orphans {
+        crate::harness::process::signal_pid(o.pid, libc::SIGKILL);
+    }
+    groups.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_process_group_even_with_odd_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("stat"),
+            "123 (we ird) name)) S 1 456 456 0 -1",
+        )
+        .unwrap();
+        assert_eq!(pgid_of(dir.path()), Some(456));
+    }
+
+    #[test]
+    fn finds_nothing_for_unknown_runners() {
+        let dead: HashSet<String> = ["no-such-runner-id".to_string()].into();
+        assert!(find_orphans(&dead).is_empty());
+        assert!(find_orphans(&HashSet::new()).is_empty());
+    }
+}

@@ -1,0 +1,175 @@
+//! The runner's control socket: WebSocket over a Unix socket (mode 0600), JSON messages.
+//!
+//! Each connection must open with `hello` and a matching protocol version. After that every
+//! text frame is one [`Envelope`], answered by one [`Response`]. A frame that is not a valid
+//! envelope gets an error response and changes nothing; the connection stays usable.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Envelope, Request, Response, Welcome, WireError, PROTOCOL_VERSION};
+use crate::config::Config;
+use crate::ops::OpError;
+use crate::store::Store;
+
+/// What request handlers need.
+pub struct ServerState {
+    /// The store the runner owns.
+    pub store: Store,
+    /// The runner's configuration.
+    pub config: Config,
+    /// The runner's id.
+    pub runner_id: String,
+}
+
+/// Binds the socket at `path` with mode 0600, replacing a stale socket of a dead runner.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        if dir.starts_with(crate::paths::short_socket_dir()) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    // The caller holds the store's lock, so no other runner of this store is alive: a socket
+    // file left here belongs to a dead one.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Bind under a temporary name and rename, so that the socket is never reachable before
+    // its mode is 0600.
+    let tmp = path.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(listener)
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(api::MAX_MESSAGE))
+        .max_frame_size(Some(api::MAX_MESSAGE))
+}
+
+/// Serves connections until `shutdown` is cancelled.
+pub async fn serve(listener: UnixListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(%e, "control socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, state, shutdown).await {
+                tracing::debug!(%e, "control connection ended");
+            }
+        });
+    }
+}
+
+fn error_response(id: u64, err: &OpError) -> Response {
+    Response {
+        id,
+        ok: None,
+        error: Some(WireError {
+            kind: err.kind().to_string(),
+            message: err.to_string(),
+        }),
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await?;
+    let mut greeted = false;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = ws.next() => match msg {
+                None => return Ok(()),
+                Some(msg) => msg?,
+            },
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => return Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Binary(_) => {
+                let err = OpError::Invalid("binary frames are not part of the protocol".into());
+                ws.send(reply(&error_response(0, &err))).await?;
+                continue;
+            }
+        };
+        let envelope: Envelope = match serde_json::from_str(&text) {
+            Ok(e) => e,
+            Err(e) => {
+                let id = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+                    .unwrap_or(0);
+                let err = OpError::Invalid(format!("malformed request: {e}"));
+                ws.send(reply(&error_response(id, &err))).await?;
+                continue;
+            }
+        };
+        let response = match (greeted, envelope.request) {
+            (false, Request::Hello { protocol, client }) => {
+                if protocol != PROTOCOL_VERSION {
+                    let err = OpError::Invalid(format!(
+                        "protocol version {protocol} is not supported by this runner (it speaks {PROTOCOL_VERSION}); use matching wf and wf-runner binaries"
+                    ));
+                    ws.send(reply(&error_response(envelope.id, &err))).await?;
+                    return Ok(());
+                }
+                tracing::debug!(%client, "control client connected");
+                greeted = true;
+                let welcome = Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    runner_id: state.runner_id.clone(),
+                    namespace: state.config.namespace.to_string(),
+                };
+                Response {
+                    id: envelope.id,
+                    ok: Some(serde_json::to_value(welcome).expect("serialises")),
+                    error: None,
+                }
+            }
+            (false, _) => error_response(
+                envelope.id,
+                &OpError::Invalid("the first message must be hello".into()),
+            ),
+            (true, request) => match api::dispatch(&state.store, &state.config, request).await {
+                Ok(value) => Response {
+                    id: envelope.id,
+                    ok: Some(value),
+                    error: None,
+                },
+                Err(err) => error_response(envelope.id, &err),
+            },
+        };
+        ws.send(reply(&response)).await?;
+    }
+}
+
+fn reply(response: &Response) -> Message {
+    Message::text(serde_json::to_string(response).expect("responses serialise"))
+}

@@ -1,0 +1,223 @@
+//! The store contract (DESIGN §3), the same for every backend.
+//!
+//! One document per assignment; every change is a compare-and-swap on that document's
+//! version, retried on conflict with the preconditions checked again ([`Store::update`]).
+//! Large immutable texts (job contexts, results) are blobs written *before* the CAS that links
+//! them. A mutation is durable when the call returns. Changes are announced on a broadcast
+//! channel ([`Store::subscribe`]) so that a runner never polls.
+//!
+//! Each backend implements exactly one CAS primitive (`cas`); everything else is shared.
+
+pub mod sled;
+
+use tokio::sync::broadcast;
+
+use crate::model::Assignment;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The assignment does not exist.
+    #[error("no assignment {0}")]
+    NotFound(String),
+    /// An assignment with this id already exists.
+    #[error("assignment {0} already exists")]
+    AlreadyExists(String),
+    /// The database is locked by another process.
+    #[error("the store at {path} is in use by another process (is a wf-runner running?)")]
+    Locked {
+        /// Database path.
+        path: String,
+    },
+    /// A stored value does not decode: corruption, or a newer wf wrote it.
+    #[error("stored document {key} is unreadable: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// Anything else from the backend.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// Keys of blobs (immutable texts linked from documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobKey {
+    /// A job's context.
+    Context {
+        /// Assignment.
+        assignment: String,
+        /// Job.
+        job: String,
+    },
+    /// The result text of one attempt of a job.
+    Result {
+        /// Assignment.
+        assignment: String,
+        /// Job.
+        job: String,
+        /// Attempt number.
+        attempt: u32,
+    },
+}
+
+impl BlobKey {
+    /// The key as a string with `sep` between its parts.
+    pub fn render(&self, sep: char) -> String {
+        match self {
+            BlobKey::Context { assignment, job } => format!("ctx{sep}{assignment}{sep}{job}"),
+            BlobKey::Result {
+                assignment,
+                job,
+                attempt,
+            } => {
+                format!("res{sep}{assignment}{sep}{job}{sep}{attempt}")
+            }
+        }
+    }
+}
+
+/// A document changed (or was seen for the first time after a resync).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The document as written.
+    pub doc: Assignment,
+}
+
+/// The result of the CAS primitive.
+#[derive(Debug)]
+pub enum Cas {
+    /// Written.
+    Done,
+    /// The stored version is not the expected one.
+    Conflict,
+}
+
+/// An update closure refused to change the document.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The closure's error: nothing was written.
+    #[error(transparent)]
+    Refused(E),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A store backend.
+#[derive(Clone)]
+pub enum Store {
+    /// Embedded sled database, owned by one process.
+    Sled(sled::SledStore),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl Store {
+    /// `sled` or `nats`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Store::Sled(_) => "sled",
+        }
+    }
+
+    /// True when only one runner can use the store (a lease of another runner id is dead).
+    pub fn exclusive(&self) -> bool {
+        match self {
+            Store::Sled(_) => true,
+        }
+    }
+
+    /// Stores a new document; fails if the id exists.
+    pub async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.create(doc).await,
+        }
+    }
+
+    /// The document and its version.
+    pub async fn get(&self, id: &str) -> Result<Option<Assignment>, StoreError> {
+        match self {
+            Store::Sled(s) => s.get(id),
+        }
+    }
+
+    /// Every document of the namespace.
+    pub async fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+        match self {
+            Store::Sled(s) => s.list(),
+        }
+    }
+
+    /// Replaces the document if its stored version is still `expected`. `new.version` must be
+    /// `expected + 1`.
+    async fn cas(&self, expected: u64, new: &Assignment) -> Result<Cas, StoreError> {
+        match self {
+            Store::Sled(s) => s.cas(expected, new).await,
+        }
+    }
+
+    /// Writes a blob. Blobs are immutable: writing the same key again must be harmless.
+    pub async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_blob(key, bytes),
+        }
+    }
+
+    /// Reads a blob.
+    pub async fn get_blob(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sled(s) => s.get_blob(key),
+        }
+    }
+
+    /// Document changes, as they are written.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        match self {
+            Store::Sled(s) => s.subscribe(),
+        }
+    }
+
+    /// Applies `f` to the document by compare-and-swap, retrying on conflicts. `f` runs
+    /// against a fresh copy each time and may refuse (nothing is written). Returns the document
+    /// as written and `f`'s value. `f` returning `Ok` without changing anything still writes
+    /// (and bumps the version); callers refuse instead when there is nothing to do.
+    pub async fn update<T, E>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Assignment) -> Result<T, E>,
+    ) -> Result<(Assignment, T), UpdateError<E>> {
+        loop {
+            let current = self
+                .get(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let mut doc = current.clone();
+            let value = f(&mut doc).map_err(UpdateError::Refused)?;
+            doc.version = current.version + 1;
+            match self.cas(current.version, &doc).await? {
+                Cas::Done => return Ok((doc, value)),
+                Cas::Conflict => continue,
+            }
+        }
+    }
+}
+
+/// Decodes a stored document.
+pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Assignment, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Encodes a document.
+pub(crate) fn encode(doc: &Assignment) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("documents always serialise")
+}

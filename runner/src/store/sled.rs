@@ -1,0 +1,200 @@
+//! The embedded backend: sled 0.34.7, owned by one process.
+//!
+//! sled keeps writes in user space until a flush, so every mutation is flushed before it
+//! returns (a `kill -9` loses un-flushed writes; see research/store-design.md §3.3). The
+//! database is file-locked by one process: the runner owns it while it runs, and the CLI opens
+//! it only when no runner is running. Change notifications come from `watch_prefix`, drained by
+//! a dedicated thread into a broadcast channel so that a slow subscriber never blocks writers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::{decode, encode, BlobKey, Cas, Change, StoreError};
+use crate::ids::Namespace;
+use crate::model::Assignment;
+
+/// Capacity of the change channel; a subscriber that falls further behind must resync.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// A sled database opened for one namespace.
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    docs: sled::Tree,
+    blobs: sled::Tree,
+    changes: broadcast::Sender<Change>,
+    watcher: OnceLock<()>,
+    path: PathBuf,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl SledStore {
+    /// Opens (or creates) the database at `path`. If another process holds it, retries until
+    /// `wait` has passed, then fails with [`StoreError::Locked`].
+    pub fn open(path: &Path, namespace: &Namespace, wait: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create store directory {}: {e}",
+                path.display()
+            ))
+        })?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if started.elapsed() >= wait {
+                        return Err(StoreError::Locked {
+                            path: path.display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot open store {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        };
+        let docs = db.open_tree(format!("{namespace}/asg")).map_err(backend)?;
+        let blobs = db.open_tree(format!("{namespace}/blob")).map_err(backend)?;
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                docs,
+                blobs,
+                changes,
+                watcher: OnceLock::new(),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
+        let res = self
+            .inner
+            .docs
+            .compare_and_swap(doc.id.as_bytes(), None as Option<&[u8]>, Some(encode(doc)))
+            .map_err(backend)?;
+        if res.is_err() {
+            return Err(StoreError::AlreadyExists(doc.id.clone()));
+        }
+        self.flush().await
+    }
+
+    pub(super) fn get(&self, id: &str) -> Result<Option<Assignment>, StoreError> {
+        match self.inner.docs.get(id.as_bytes()).map_err(backend)? {
+            None => Ok(None),
+            Some(bytes) => decode(id, &bytes).map(Some),
+        }
+    }
+
+    pub(super) fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+        self.inner
+            .docs
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode(&String::from_utf8_lossy(&key), &value)
+            })
+            .collect()
+    }
+
+    /// The one CAS primitive: sled's byte-wise compare-and-swap against the bytes whose version
+    /// was checked.
+    pub(super) async fn cas(&self, expected: u64, new: &Assignment) -> Result<Cas, StoreError> {
+        let key = new.id.as_bytes();
+        let Some(current) = self.inner.docs.get(key).map_err(backend)? else {
+            return Err(StoreError::NotFound(new.id.clone()));
+        };
+        if decode(&new.id, &current)?.version != expected {
+            return Ok(Cas::Conflict);
+        }
+        let res = self
+            .inner
+            .docs
+            .compare_and_swap(key, Some(current), Some(encode(new)))
+            .map_err(backend)?;
+        if res.is_err() {
+            return Ok(Cas::Conflict);
+        }
+        self.flush().await?;
+        Ok(Cas::Done)
+    }
+
+    pub(super) fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
+        // Durable with the flush of the CAS that links it, which always follows.
+        self.inner
+            .blobs
+            .insert(key.render('/').as_bytes(), bytes)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub(super) fn get_blob(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .blobs
+            .get(key.render('/').as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        let receiver = self.inner.changes.subscribe();
+        self.inner.watcher.get_or_init(|| {
+            let subscriber = self.inner.docs.watch_prefix(Vec::new());
+            let changes = self.inner.changes.clone();
+            std::thread::Builder::new()
+                .name("wf-sled-watch".into())
+                .spawn(move || {
+                    for event in subscriber {
+                        if let sled::Event::Insert { key, value } = event {
+                            match decode(&String::from_utf8_lossy(&key), &value) {
+                                // Why: no receiver only means nobody is listening right now.
+                                Ok(doc) => drop(changes.send(Change { doc })),
+                                Err(e) => {
+                                    tracing::error!(%e, "undecodable document in change feed")
+                                }
+                            }
+                        }
+                    }
+                })
+                .expect("spawning the sled watcher thread");
+        });
+        receiver
+    }
+}
