@@ -1,3 +1,5 @@
-//! wf
+//! The `wf` command line.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    wf_cli::main_impl()
+}

@@ -84,6 +84,12 @@ pub enum Request {
         /// Id or prefix.
         job: String,
     },
+    /// Streams the assignment (or every assignment) now and after each change, one response
+    /// per document version, all with this request's id, until the client disconnects.
+    Watch {
+        /// Id or prefix; all assignments when absent.
+        assignment: Option<String>,
+    },
 }
 
 /// The answer to one request.
@@ -184,6 +190,9 @@ pub async fn dispatch(store: &Store, config: &Config, request: Request) -> Resul
         }
         Request::ListJobs { status } => ops::list_jobs(store, status).await.map(to_value),
         Request::GetJob { job } => ops::job_detail(store, &job).await.map(to_value),
+        Request::Watch { .. } => Err(OpError::Unavailable(
+            "watching needs a running wf-runner".into(),
+        )),
     }
 }
 

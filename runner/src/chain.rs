@@ -691,10 +691,13 @@ pub fn record_attempt(
     {
         return Ok(Recorded::UnitEnded);
     }
+    let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
+    if finished_pm {
+        doc.pm_rounds += 1;
+    }
     if doc.status != AssignmentStatus::Active {
         return Ok(Recorded::UnitEnded);
     }
-    let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
     if !finished_pm {
         let reviews = doc.jobs[unit.clone()]
             .iter()
@@ -706,7 +709,6 @@ pub fn record_attempt(
         doc.jobs.insert(unit.end, job);
         return Ok(Recorded::PmInserted(pm.id.clone()));
     }
-    doc.pm_rounds += 1;
     // The PM decided if it left something to run (or changed the status, handled above).
     if doc.jobs.iter().any(|j| !j.status.is_finished()) {
         return Ok(Recorded::UnitEnded);

@@ -130,6 +130,58 @@ impl Client {
     }
 }
 
+/// A stream of assignment versions from [`Client::watch`].
+pub struct Watch {
+    client: Client,
+    id: u64,
+}
+
+impl Watch {
+    /// The next version; `None` when the runner went away.
+    pub async fn next(&mut self) -> Option<Result<crate::model::Assignment, OpError>> {
+        loop {
+            let msg = match self.client.ws.next().await? {
+                Ok(m) => m,
+                Err(e) => return Some(Err(OpError::Unavailable(format!("lost the runner: {e}")))),
+            };
+            let Message::Text(text) = msg else { continue };
+            let response: Response = match serde_json::from_str(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Some(Err(OpError::Unavailable(format!("unreadable update: {e}"))))
+                }
+            };
+            if response.id != self.id {
+                continue;
+            }
+            return Some(match (response.ok, response.error) {
+                (_, Some(err)) => Err(OpError::from_wire(&err.kind, err.message)),
+                (Some(v), None) => serde_json::from_value(v)
+                    .map_err(|e| OpError::Unavailable(format!("unreadable update: {e}"))),
+                (None, None) => Err(OpError::Unavailable("empty update".into())),
+            });
+        }
+    }
+}
+
+impl Client {
+    /// Turns this connection into a stream of versions of one assignment (or all).
+    pub async fn watch(mut self, assignment: Option<String>) -> Result<Watch, OpError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::to_string(&Envelope {
+            id,
+            request: Request::Watch { assignment },
+        })
+        .expect("requests serialise");
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| OpError::Unavailable(format!("lost the connection to the runner: {e}")))?;
+        Ok(Watch { client: self, id })
+    }
+}
+
 /// Where `wf` sends its requests.
 pub enum Backend {
     /// `wf` holds the store itself.

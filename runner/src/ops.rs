@@ -439,3 +439,125 @@ pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpErro
         assignment_status: doc.status,
     })
 }
+
+/// `wf queue`: what is running, next and waiting, per unfinished assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueView {
+    /// Pending, active and blocked assignments, oldest first.
+    pub assignments: Vec<QueueEntry>,
+}
+
+/// One assignment in [`QueueView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueEntry {
+    /// Assignment id.
+    pub id: String,
+    /// Its status.
+    pub status: AssignmentStatus,
+    /// Its north star.
+    pub north_star: String,
+    /// Independent or sequential.
+    pub independent: bool,
+    /// Priority.
+    pub priority: i64,
+    /// Jobs running now, with the runner holding them.
+    pub running: Vec<RunningJob>,
+    /// The jobs that run next.
+    pub next: Vec<NextJob>,
+    /// When a paused job may run again.
+    pub waiting_until: Option<Millis>,
+    /// Why it is blocked.
+    pub blocked_reason: Option<String>,
+}
+
+/// A running job in [`QueueEntry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunningJob {
+    /// Job id.
+    pub job_id: String,
+    /// Job type.
+    pub job_type: JobType,
+    /// Harness.
+    pub harness: String,
+    /// The runner holding the lease.
+    pub runner_id: String,
+    /// The runner's host.
+    pub host: String,
+    /// When this attempt started.
+    pub started_at: Option<Millis>,
+    /// When the lease expires unless renewed.
+    pub lease_expires_at: Millis,
+}
+
+/// A job waiting its turn in [`QueueEntry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NextJob {
+    /// Job id.
+    pub job_id: String,
+    /// Job type.
+    pub job_type: JobType,
+    /// Harness.
+    pub harness: String,
+}
+
+/// Builds the queue view from the documents (oldest first).
+pub fn queue_view(mut docs: Vec<Assignment>) -> QueueView {
+    docs.retain(|d| d.status != AssignmentStatus::Complete);
+    docs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let assignments = docs
+        .into_iter()
+        .map(|d| {
+            let running = match &d.lease {
+                Some(lease) => lease
+                    .job_ids
+                    .iter()
+                    .filter_map(|id| d.job(id))
+                    .map(|j| RunningJob {
+                        job_id: j.id.clone(),
+                        job_type: j.job_type,
+                        harness: j.harness.clone(),
+                        runner_id: lease.runner_id.clone(),
+                        host: lease.host.clone(),
+                        started_at: j.started_at,
+                        lease_expires_at: lease.expires_at,
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let unit = chain::current_unit(&d).map(|r| &d.jobs[r]).unwrap_or(&[]);
+            let next = if d.lease.is_some() {
+                Vec::new()
+            } else {
+                unit.iter()
+                    .filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running))
+                    .map(|j| NextJob {
+                        job_id: j.id.clone(),
+                        job_type: j.job_type,
+                        harness: j.harness.clone(),
+                    })
+                    .collect()
+            };
+            let waiting_until = unit
+                .iter()
+                .filter(|j| j.status == JobStatus::WaitingRetry)
+                .filter_map(|j| j.retry_after)
+                .min();
+            QueueEntry {
+                id: d.id.clone(),
+                status: d.status,
+                north_star: d.north_star.clone(),
+                independent: d.independent,
+                priority: d.priority,
+                running,
+                next,
+                waiting_until,
+                blocked_reason: d.blocked_reason.clone(),
+            }
+        })
+        .collect();
+    QueueView { assignments }
+}

@@ -157,6 +157,9 @@ async fn connection(
                 envelope.id,
                 &OpError::Invalid("the first message must be hello".into()),
             ),
+            (true, Request::Watch { assignment }) => {
+                return watch(ws, &state, envelope.id, assignment, shutdown).await;
+            }
             (true, request) => match api::dispatch(&state.store, &state.config, request).await {
                 Ok(value) => Response {
                     id: envelope.id,
@@ -167,6 +170,64 @@ async fn connection(
             },
         };
         ws.send(reply(&response)).await?;
+    }
+}
+
+/// Serves a watch: the current document(s), then every new version, until the client leaves.
+async fn watch(
+    mut ws: tokio_tungstenite::WebSocketStream<UnixStream>,
+    state: &ServerState,
+    id: u64,
+    assignment: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut changes = state.store.subscribe();
+    let current = match &assignment {
+        Some(prefix) => crate::ops::find_assignment(&state.store, prefix)
+            .await
+            .map(|d| vec![d]),
+        None => crate::ops::list_assignments(&state.store, None).await,
+    };
+    let current = match current {
+        Ok(docs) => docs,
+        Err(err) => {
+            ws.send(reply(&error_response(id, &err))).await?;
+            return Ok(());
+        }
+    };
+    let only = current
+        .first()
+        .map(|d| d.id.clone())
+        .filter(|_| assignment.is_some());
+    let doc_response = |doc: &crate::model::Assignment| Response {
+        id,
+        ok: Some(serde_json::to_value(doc).expect("documents serialise")),
+        error: None,
+    };
+    for doc in &current {
+        ws.send(reply(&doc_response(doc))).await?;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = ws.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+            change = changes.recv() => match change {
+                Ok(change) => {
+                    if only.as_ref().is_none_or(|id| *id == change.doc.id) {
+                        ws.send(reply(&doc_response(&change.doc))).await?;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let err = OpError::Unavailable("the watch fell behind; watch again".into());
+                    ws.send(reply(&error_response(id, &err))).await?;
+                    return Ok(());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
     }
 }
 
