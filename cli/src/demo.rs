@@ -148,7 +148,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
     };
     let runner = tokio::spawn(daemon::run(opts, signals));
     let result = async {
-        let mut backend = Backend::Runner(connect(&socket, &runner).await?);
+        let mut backend = Backend::Runner(Box::new(connect(&socket, &runner).await?));
         let req = CreateRequest {
             north_star: NORTH_STAR.into(),
             priority: 10,

@@ -24,7 +24,7 @@ fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(STYLE)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(headers.iter().map(|h| Cell::new(h)));
+        .set_header(headers.iter().map(Cell::new));
     if !colour() {
         t.force_no_tty();
     }

@@ -192,7 +192,7 @@ pub enum Backend {
         config: Box<Config>,
     },
     /// A runner holds it.
-    Runner(Client),
+    Runner(Box<Client>),
 }
 
 impl Backend {
@@ -205,7 +205,7 @@ impl Backend {
                 let mut pause = Duration::from_millis(5);
                 loop {
                     match Client::connect(&socket).await {
-                        Ok(client) => return Ok(Backend::Runner(client)),
+                        Ok(client) => return Ok(Backend::Runner(Box::new(client))),
                         Err(ConnectError::Failed(e)) => return Err(e),
                         Err(ConnectError::NotRunning) => {}
                     }

@@ -463,9 +463,7 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
     }
 
     let mut harnesses = BTreeMap::new();
-    for name in ["claude"] {
-        harnesses.insert(name.to_string(), builtin_harness(name));
-    }
+    harnesses.insert("claude".to_string(), builtin_harness("claude"));
     for (name, h) in raw.harnesses.clone().unwrap_or_default() {
         let harness = resolve_harness(&name, h, harnesses.remove(&name))
             .map_err(|m| invalid(format!("harnesses.{name}: {m}")))?;

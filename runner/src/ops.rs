@@ -121,6 +121,8 @@ pub struct CreateRequest {
 pub struct InsertResult {
     /// The assignment.
     pub assignment_id: String,
+    /// The assignment's version after the insert (the order of commits).
+    pub version: u64,
     /// The group, when several jobs were inserted.
     pub group_id: Option<String>,
     /// The jobs as stored.
@@ -349,6 +351,7 @@ pub async fn insert_jobs(
     };
     Ok(InsertResult {
         assignment_id: doc.id.clone(),
+        version: doc.version,
         group_id: group,
         jobs: doc
             .jobs

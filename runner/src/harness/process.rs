@@ -122,16 +122,6 @@ pub fn signal_pid(pid: u32, signal: i32) {
     }
 }
 
-/// Whether any process of group `pgid` is alive.
-pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else {
-        return false;
-    };
-    #[expect(unsafe_code, reason = "kill(2) with signal 0 only checks existence")]
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// Runs one agent to its end. `on_start` gets the pid (= process group id) right after the
 /// spawn; `on_line` gets every stdout line. `cancel` stops the run (TERM → grace → KILL).
 pub async fn run(

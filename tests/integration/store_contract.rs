@@ -1,0 +1,157 @@
+//! The store contract (DESIGN §3), one suite for every backend.
+
+use std::time::Duration;
+
+use wf_runner::chain::{self, Caller, NewJob, Position};
+use wf_runner::ids::{self, Namespace};
+use wf_runner::model::{Assignment, JobType};
+use wf_runner::store::sled::SledStore;
+use wf_runner::store::{BlobKey, Store, StoreError, UpdateError};
+
+fn doc(id: &str) -> Assignment {
+    chain::new_assignment(id.to_string(), "contract", "north".into(), 10, true, 1)
+}
+
+fn job(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        job_type: JobType::Plan,
+        harness: "claude".into(),
+        model: None,
+        has_context: false,
+    }
+}
+
+/// Runs every contract check against an empty `store`; `reopen` closes it and opens the same
+/// store again (for durability).
+pub(crate) async fn contract(store: Store, reopen: impl FnOnce(Store) -> Store) {
+    // Create, get, list.
+    let a = doc(&ids::new_id());
+    store.create(&a).await.unwrap();
+    assert!(matches!(
+        store.create(&a).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.get(&a.id).await.unwrap().unwrap(), a);
+    assert!(store.get("nosuchid").await.unwrap().is_none());
+    assert_eq!(store.list().await.unwrap().len(), 1);
+
+    // Every update is a CAS that bumps the version; a refusal writes nothing.
+    let mut changes = store.subscribe();
+    let (after, ()) = store
+        .update(&a.id, |d| {
+            d.artifacts = "x".into();
+            Ok::<_, ()>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.version, a.version + 1);
+    let refused = store.update(&a.id, |_| Err::<(), _>("no")).await;
+    assert!(matches!(refused, Err(UpdateError::Refused("no"))));
+    assert_eq!(
+        store.get(&a.id).await.unwrap().unwrap().version,
+        after.version
+    );
+    let missing = store.update("nosuchid", |_| Ok::<_, ()>(())).await;
+    assert!(matches!(
+        missing,
+        Err(UpdateError::Store(StoreError::NotFound(_)))
+    ));
+
+    // The change feed carries the written version.
+    let seen = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.doc, after);
+
+    // Concurrent writers: no update is lost, each sees the others' work.
+    let n = 20;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = store.clone();
+        let id = a.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .update(&id, |d| {
+                    chain::insert_jobs(
+                        d,
+                        &[job(&format!("j{i:02}"))],
+                        None,
+                        &Position::End,
+                        Caller::Human,
+                        5,
+                    )
+                })
+                .await
+                .unwrap()
+                .0
+                .version
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), n, "two writers got the same version");
+    let stored = store.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.jobs.len(), n);
+    assert_eq!(stored.version, after.version + n as u64);
+
+    // Blobs.
+    let key = BlobKey::Context {
+        assignment: a.id.clone(),
+        job: "j00".into(),
+    };
+    assert_eq!(store.get_blob(&key).await.unwrap(), None);
+    store.put_blob(&key, b"context text").await.unwrap();
+    store.put_blob(&key, b"context text").await.unwrap();
+    assert_eq!(
+        store.get_blob(&key).await.unwrap().as_deref(),
+        Some(&b"context text"[..])
+    );
+    let big = vec![b'r'; 300_000];
+    let res = BlobKey::Result {
+        assignment: a.id.clone(),
+        job: "j00".into(),
+        attempt: 1,
+    };
+    store.put_blob(&res, &big).await.unwrap();
+    // Link the blobs with a CAS: from then on they are durable with the document.
+    store
+        .update(&a.id, |d| {
+            d.jobs[0].has_context = true;
+            Ok::<_, ()>(())
+        })
+        .await
+        .unwrap();
+
+    // Durable: a reopened store has everything acknowledged.
+    let store = reopen(store);
+    let again = store.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(again.jobs.len(), n);
+    assert!(again.jobs[0].has_context);
+    assert_eq!(
+        store.get_blob(&res).await.unwrap().unwrap().len(),
+        big.len()
+    );
+}
+
+#[test]
+fn sled_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let ns = Namespace::new("contract").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::Sled(SledStore::open(&path, &ns, Duration::ZERO).unwrap());
+    rt.block_on(contract(store, |old| {
+        drop(old);
+        Store::Sled(SledStore::open(&path, &ns, Duration::from_secs(10)).unwrap())
+    }));
+}
