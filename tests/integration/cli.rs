@@ -290,3 +290,26 @@ fn reads_and_writes_go_through_the_runner_when_it_runs() {
         "Through the runner"
     );
 }
+
+#[test]
+fn the_demo_runs_the_whole_loop_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&BINS.wf)
+        .arg("demo")
+        .current_dir(tmp.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("WF_CONFIG")
+        .env_remove("WF_ASSIGNMENT_ID")
+        .env_remove("WF_JOB_ID")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SIMULATED"), "{stdout}");
+    for needle in ["plan", "implement", "PM shadow job", "inserted by PM job", "is complete", "Hello from wf!"] {
+        assert!(stdout.contains(needle), "missing {needle:?}:\n{stdout}");
+    }
+    // The demo cleaned up after itself.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

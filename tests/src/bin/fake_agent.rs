@@ -18,12 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
@@ -32,7 +26,7 @@ fn env(name: &str) -> String {
 struct Agent {
     prompt: String,
     session: String,
-    started_ms: u128,
+    started_us: u128,
 }
 
 impl Agent {
@@ -193,7 +187,7 @@ fn step(agent: &Agent, step: &Value) {
                 "job": env("WF_JOB_ID"), "assignment": env("WF_ASSIGNMENT_ID"), "type": env("WF_JOB_TYPE"),
                 "namespace": env("WF_NAMESPACE"), "config": env("WF_CONFIG"), "attempt": env("WF_ATTEMPT"),
                 "runner": env("WF_RUNNER_ID"), "pathFirst": path_first, "pid": std::process::id(),
-                "startMs": agent.started_ms as u64, "args": std::env::args().skip(1).collect::<Vec<_>>(),
+                "startUs": agent.started_us as u64, "args": std::env::args().skip(1).collect::<Vec<_>>(),
                 "cwd": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             });
             append(arg.as_str().expect("record file"), &line.to_string());
@@ -287,6 +281,7 @@ fn step(agent: &Agent, step: &Value) {
 }
 
 fn main() {
+    let started_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-p") {
         let stream = args
@@ -313,7 +308,7 @@ fn main() {
     let agent = Agent {
         prompt,
         session: format!("fake-{}", std::process::id()),
-        started_ms: now_ms(),
+        started_us,
     };
     let job_type = env("WF_JOB_TYPE");
     let entry = script
