@@ -294,6 +294,9 @@ pub(crate) fn job(detail: &wf_runner::ops::JobDetail, now: Millis) -> String {
     };
     line("status", status);
     line("attempts", j.attempt.to_string());
+    if let Some(code) = j.exit_code {
+        line("exit code", code.to_string());
+    }
     line("time", job_duration(j, now));
     line(
         "spent",

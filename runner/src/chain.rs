@@ -174,6 +174,7 @@ fn job_record(doc: &Assignment, new: &NewJob, group_id: Option<&str>, now: Milli
         retry_after: None,
         has_context: new.has_context,
         has_result: false,
+        exit_code: None,
         inserted_by: None,
         reviews: Vec::new(),
         pm_reminder: false,
@@ -549,6 +550,7 @@ pub fn claim(
         job.attempt += 1;
         job.started_at = Some(view.now);
         job.completed_at = None;
+        job.exit_code = None;
         job.retry_after = None;
         job.failure_reason = None;
         job.failure_detail = None;
@@ -610,6 +612,8 @@ pub struct AttemptReport {
     pub usage: Usage,
     /// Whether a result text was stored for this attempt.
     pub has_result: bool,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
 }
 
 /// What recording an attempt did to the chain.
@@ -654,6 +658,7 @@ pub fn record_attempt(
     job.usage.add(&report.usage);
     job.failure_detail = report.detail.clone();
     job.has_result = report.has_result;
+    job.exit_code = report.exit_code;
     match report.outcome {
         Outcome::Complete => {
             job.status = JobStatus::Complete;

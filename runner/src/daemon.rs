@@ -539,6 +539,7 @@ fn failed(reason: FailureReason, detail: String) -> Verdict {
         detail: Some(detail),
         text: String::new(),
         usage: Default::default(),
+        exit_code: None,
     }
 }
 
@@ -687,6 +688,7 @@ async fn record(
         session_id,
         usage: verdict.usage,
         has_result,
+        exit_code: verdict.exit_code,
     };
     let pm = ops::pm_job(&ctx.config);
     let mut pause = Duration::from_millis(100);

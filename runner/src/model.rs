@@ -200,6 +200,9 @@ pub struct Job {
     pub has_context: bool,
     /// Whether a result text is stored for the latest attempt.
     pub has_result: bool,
+    /// Exit code of the latest attempt's agent (`None` while running, or when a signal killed
+    /// it or it never started).
+    pub exit_code: Option<i32>,
     /// The PM job whose `wf insert-job` created this job; `None` when a human (or the runner)
     /// inserted it.
     pub inserted_by: Option<String>,

@@ -304,9 +304,20 @@ fn the_demo_runs_the_whole_loop_offline() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("SIMULATED"), "{stdout}");
-    for needle in ["plan", "implement", "PM shadow job", "inserted by PM job", "is complete", "Hello from wf!"] {
+    for needle in [
+        "plan",
+        "implement",
+        "PM shadow job",
+        "inserted by PM job",
+        "is complete",
+        "Hello from wf!",
+    ] {
         assert!(stdout.contains(needle), "missing {needle:?}:\n{stdout}");
     }
     // The demo cleaned up after itself.

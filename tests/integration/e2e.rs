@@ -179,6 +179,7 @@ fn a_failed_job_goes_to_the_pm_with_its_reason() {
     let failed = &doc.jobs[0];
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.failure_reason, Some(FailureReason::Exit));
+    assert_eq!(failed.exit_code, Some(3));
     assert!(failed
         .failure_detail
         .as_deref()

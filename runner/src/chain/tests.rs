@@ -41,6 +41,7 @@ fn report(outcome: Outcome) -> AttemptReport {
             cost_usd: Some(0.25),
         },
         has_result: true,
+        exit_code: Some(0),
     }
 }
 

@@ -260,6 +260,8 @@ pub struct Verdict {
     pub text: String,
     /// What it spent.
     pub usage: Usage,
+    /// The agent's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
 }
 
 /// True for HTTP statuses that mean "try again later".
@@ -288,11 +290,16 @@ pub fn judge(log: &RunLog, ended: &Ended, stderr_tail: &str, now: Millis, attemp
         Some(r) => r.text.clone(),
         None => log.text.clone(),
     };
+    let exit_code = match ended {
+        Ended::Exited { code, .. } => *code,
+        _ => None,
+    };
     let fail = |reason: FailureReason, detail: String, text: String| Verdict {
         outcome: Outcome::Failed(reason),
         detail: Some(detail),
         text,
         usage: usage.clone(),
+        exit_code,
     };
     let pause = |resets_at: Option<Millis>, detail: String| {
         let backoff = now + backoff_ms(attempt);
@@ -305,6 +312,7 @@ pub fn judge(log: &RunLog, ended: &Ended, stderr_tail: &str, now: Millis, attemp
             detail: Some(detail),
             text: partial(),
             usage: usage.clone(),
+            exit_code,
         }
     };
     let stderr_hint = || {
@@ -355,6 +363,7 @@ pub fn judge(log: &RunLog, ended: &Ended, stderr_tail: &str, now: Millis, attemp
             detail: None,
             text: r.text.clone(),
             usage,
+            exit_code,
         },
         Some(r) if r.success => fail(
             FailureReason::Exit,

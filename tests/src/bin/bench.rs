@@ -22,22 +22,43 @@ use wf_runner::ops::{CreateRequest, InsertResult, JobSpec};
 use wf_tests::{Bins, TestEnv};
 
 fn bins() -> Bins {
-    let dir = std::env::current_exe().expect("exe").parent().expect("dir").to_path_buf();
-    let bins = Bins { wf: dir.join("wf-dup"), runner: dir.join("wf-runner-dup"), fake_agent: dir.join("fake-agent") };
+    let dir = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let bins = Bins {
+        wf: dir.join("wf-dup"),
+        runner: dir.join("wf-runner-dup"),
+        fake_agent: dir.join("fake-agent"),
+    };
     for p in [&bins.wf, &bins.runner, &bins.fake_agent] {
-        assert!(p.exists(), "{} is missing: build with `cargo build --release -p wf-tests --bins`", p.display());
+        assert!(
+            p.exists(),
+            "{} is missing: build with `cargo build --release -p wf-tests --bins`",
+            p.display()
+        );
     }
     bins
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64
 }
 
 fn stats(mut xs: Vec<f64>) -> String {
     xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let p = |q: f64| xs[((xs.len() as f64 - 1.0) * q).round() as usize];
-    format!("{:.1} | {:.1} | {:.1} | {:.1}", xs[0], p(0.5), p(0.99), xs[xs.len() - 1])
+    format!(
+        "{:.1} | {:.1} | {:.1} | {:.1}",
+        xs[0],
+        p(0.5),
+        p(0.99),
+        xs[xs.len() - 1]
+    )
 }
 
 fn time_cli(env: &TestEnv, args: &[&str], runs: usize) -> Vec<f64> {
@@ -53,13 +74,18 @@ fn time_cli(env: &TestEnv, args: &[&str], runs: usize) -> Vec<f64> {
 
 fn list_bench(bins: &Bins, out: &mut String) {
     let mut env = TestEnv::new(bins, json!({}), json!({}));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     env.start_runner();
     rt.block_on(async {
         let mut c = Client::connect(&env.socket()).await.expect("connect");
         for i in 0..200 {
             let req = CreateRequest {
-                north_star: format!("Assignment number {i}: make the thing better in some specific way"),
+                north_star: format!(
+                    "Assignment number {i}: make the thing better in some specific way"
+                ),
                 priority: 10,
                 independent: true,
                 start: None,
@@ -110,23 +136,40 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
     });
     std::fs::write(env.work.join("script.json"), script.to_string()).expect("script");
     env.start_runner();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let samples = 100;
     let mut latencies = Vec::new();
-    let mut c = rt.block_on(Client::connect(&env.socket())).expect("connect");
+    let mut c = rt
+        .block_on(Client::connect(&env.socket()))
+        .expect("connect");
     for i in 0..samples {
         let (doc, result, acked) = rt.block_on(async {
-            let req = CreateRequest { north_star: format!("dispatch {i}"), priority: 10, independent: true, start: None };
+            let req = CreateRequest {
+                north_star: format!("dispatch {i}"),
+                priority: 10,
+                independent: true,
+                start: None,
+            };
             let doc: wf_runner::model::Assignment =
-                serde_json::from_value(c.call(Request::Create(req)).await.expect("create")).expect("doc");
+                serde_json::from_value(c.call(Request::Create(req)).await.expect("create"))
+                    .expect("doc");
             let insert = Request::InsertJobs {
                 assignment: doc.id.clone(),
-                jobs: vec![JobSpec { job_type: wf_runner::model::JobType::Plan, harness: None, model: None, context: None }],
+                jobs: vec![JobSpec {
+                    job_type: wf_runner::model::JobType::Plan,
+                    harness: None,
+                    model: None,
+                    context: None,
+                }],
                 after: None,
                 caller: None,
             };
             let result: InsertResult =
-                serde_json::from_value(c.call(insert).await.expect("insert")).expect("insert result");
+                serde_json::from_value(c.call(insert).await.expect("insert"))
+                    .expect("insert result");
             (doc, result, now_us())
         });
         let recs = wait_records(&records, i + 1);
@@ -134,7 +177,9 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
         assert_eq!(recs[i]["job"], result.jobs[0].id.as_str());
         latencies.push((started as f64 - acked as f64) / 1000.0);
         // Let the PM finish so that every sample starts from an idle runner.
-        env.wait_for(&doc.id, Duration::from_secs(30), |d| d.status == AssignmentStatus::Complete && d.lease.is_none());
+        env.wait_for(&doc.id, Duration::from_secs(30), |d| {
+            d.status == AssignmentStatus::Complete && d.lease.is_none()
+        });
     }
     out.push_str(&format!(
         "### Dispatch latency: `insert-job` acknowledged → agent process running\n\n\
@@ -147,12 +192,19 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
 
 fn throughput_bench(bins: &Bins, out: &mut String) {
     let n = 200;
-    let mut env = TestEnv::new(bins, json!({
-        "plan": [{"result": "ok"}],
-        "pm": [{"wf": ["update-assignment", "--status", "complete"]}, {"result": "ok"}]
-    }), json!({"maxConcurrent": 8}));
+    let mut env = TestEnv::new(
+        bins,
+        json!({
+            "plan": [{"result": "ok"}],
+            "pm": [{"wf": ["update-assignment", "--status", "complete"]}, {"result": "ok"}]
+        }),
+        json!({"maxConcurrent": 8}),
+    );
     env.start_runner();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let started = Instant::now();
     let ids: Vec<String> = rt.block_on(async {
         let mut c = Client::connect(&env.socket()).await.expect("connect");
@@ -162,16 +214,24 @@ fn throughput_bench(bins: &Bins, out: &mut String) {
                 north_star: format!("throughput {i}"),
                 priority: 10,
                 independent: true,
-                start: Some(JobSpec { job_type: wf_runner::model::JobType::Plan, harness: None, model: None, context: None }),
+                start: Some(JobSpec {
+                    job_type: wf_runner::model::JobType::Plan,
+                    harness: None,
+                    model: None,
+                    context: None,
+                }),
             };
             let doc: wf_runner::model::Assignment =
-                serde_json::from_value(c.call(Request::Create(req)).await.expect("create")).expect("doc");
+                serde_json::from_value(c.call(Request::Create(req)).await.expect("create"))
+                    .expect("doc");
             ids.push(doc.id);
         }
         ids
     });
     for id in &ids {
-        env.wait_for(id, Duration::from_secs(300), |d| d.status == AssignmentStatus::Complete && d.lease.is_none());
+        env.wait_for(id, Duration::from_secs(300), |d| {
+            d.status == AssignmentStatus::Complete && d.lease.is_none()
+        });
     }
     let secs = started.elapsed().as_secs_f64();
     out.push_str(&format!(
@@ -199,7 +259,13 @@ fn main() {
     if all || which.iter().any(|w| w == "throughput") {
         throughput_bench(&bins, &mut out);
     }
-    let rustc = Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("<!-- measured by wf-bench ({rustc}, {cpus} CPUs) -->\n\n{out}");
 }

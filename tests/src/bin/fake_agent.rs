@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
 }
@@ -281,7 +280,10 @@ fn step(agent: &Agent, step: &Value) {
 }
 
 fn main() {
-    let started_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    let started_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-p") {
         let stream = args
