@@ -586,6 +586,23 @@ pub fn renew(
     }
 }
 
+/// Nothing to do: the document needs no change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("nothing to change")]
+pub struct Unchanged;
+
+/// Expires at once a lease held by one of `dead` runners (known dead: an earlier incarnation
+/// of this runner). Refuses when there is nothing to expire.
+pub fn expire_dead_lease(doc: &mut Assignment, dead: &HashSet<String>) -> Result<(), Unchanged> {
+    match &mut doc.lease {
+        Some(lease) if dead.contains(&lease.runner_id) && lease.expires_at > 0 => {
+            lease.expires_at = 0;
+            Ok(())
+        }
+        _ => Err(Unchanged),
+    }
+}
+
 /// How a job's attempt ended, as the runner determined it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -223,9 +223,16 @@ impl Backend {
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
             }
-            StoreConfig::Nats(_) => Err(OpError::Unavailable(
-                "the NATS store is not supported by this build".into(),
-            )),
+            StoreConfig::Nats(nats) => {
+                let store =
+                    crate::store::nats::NatsStore::connect(nats, &config.namespace, "wf", false)
+                        .await
+                        .map_err(|e| OpError::Unavailable(e.to_string()))?;
+                Ok(Backend::Direct {
+                    store: Store::Nats(store),
+                    config: Box::new(config.clone()),
+                })
+            }
         }
     }
 

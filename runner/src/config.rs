@@ -116,6 +116,9 @@ pub enum RawStore {
         /// Require TLS.
         #[serde(skip_serializing_if = "Option::is_none", rename = "tlsRequired")]
         tls_required: Option<bool>,
+        /// Copies of the bucket and the token stream when wf creates them (a cluster: 3).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replicas: Option<usize>,
     },
 }
 
@@ -172,6 +175,8 @@ pub struct NatsConfig {
     pub tls_key: Option<PathBuf>,
     /// Require TLS.
     pub tls_required: bool,
+    /// Replicas of the bucket and stream when created.
+    pub replicas: usize,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -321,6 +326,7 @@ impl Config {
                     tls_cert: n.tls_cert.as_deref().map(path),
                     tls_key: n.tls_key.as_deref().map(path),
                     tls_required: Some(n.tls_required),
+                    replicas: Some(n.replicas),
                 },
             }),
             state_dir: Some(path(&self.state_dir)),
@@ -430,9 +436,17 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
             tls_cert,
             tls_key,
             tls_required,
+            replicas,
         }) => {
             if url.trim().is_empty() {
                 return Err(invalid("store.url: empty".into()));
+            }
+            if tls_cert.is_some() != tls_key.is_some() {
+                return Err(invalid("store: tlsCert and tlsKey go together".into()));
+            }
+            let replicas = replicas.unwrap_or(1);
+            if !(1..=5).contains(&replicas) {
+                return Err(invalid(format!("store.replicas: {replicas} (1 to 5)")));
             }
             StoreConfig::Nats(NatsConfig {
                 url,
@@ -442,6 +456,7 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
                 tls_cert: tls_cert.as_deref().map(abs),
                 tls_key: tls_key.as_deref().map(abs),
                 tls_required: tls_required.unwrap_or(false),
+                replicas,
             })
         }
     };

@@ -18,13 +18,17 @@ use anyhow::Context as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{self, AttemptReport, ChainError, LeaseView, Outcome};
-use crate::config::Config;
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures_util::StreamExt;
+
+use crate::chain::{self, AttemptReport, ChainError, LeaseView, Outcome, Readiness};
+use crate::config::{Config, StoreConfig};
 use crate::harness::process::{self, Flow, Limits, Line};
 use crate::harness::{self, AgentEvent, Ended, Parsed, RunLog, Verdict};
 use crate::model::{Assignment, FailureReason, Job};
 use crate::ops::{self, now_ms};
 use crate::prompt::{self, PriorResult, PromptInput, Templates};
+use crate::store::nats::NatsStore;
 use crate::store::{BlobKey, Store, UpdateError};
 use crate::{ids, paths, reaper, server};
 
@@ -120,10 +124,10 @@ pub fn find_wf_dir() -> Option<PathBuf> {
 }
 
 /// Opens the store named by the configuration. A runner waits for a `wf` that briefly holds the
-/// embedded database instead of failing.
+/// embedded database, or for a NATS server that is not up yet, instead of failing.
 pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store> {
     match &config.store {
-        crate::config::StoreConfig::Sled { path } => {
+        StoreConfig::Sled { path } => {
             let (path, ns) = (path.clone(), config.namespace.clone());
             let store = tokio::task::spawn_blocking(move || {
                 crate::store::sled::SledStore::open(&path, &ns, wait)
@@ -132,8 +136,9 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
             .context("store opener panicked")??;
             Ok(Store::Sled(store))
         }
-        crate::config::StoreConfig::Nats(_) => {
-            anyhow::bail!("the NATS store is not supported by this build")
+        StoreConfig::Nats(nats) => {
+            let store = NatsStore::connect(nats, &config.namespace, "wf-runner", true).await?;
+            Ok(Store::Nats(store))
         }
     }
 }
@@ -152,7 +157,8 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     let runner_id = ids::new_id();
     let host = hostname();
 
-    // Agents of earlier runners of this store must be gone before their jobs run again.
+    // Agents of earlier runners of this state directory must be gone before their jobs run
+    // again, and their leases are dead.
     let id_file = paths::runner_id_path(&config.state_dir);
     let mut dead: HashSet<String> = std::fs::read_to_string(&id_file)
         .ok()
@@ -163,7 +169,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     std::fs::write(&id_file, &runner_id)
         .with_context(|| format!("cannot write {}", id_file.display()))?;
     let changes = store.subscribe();
-    let docs = store.list().await?;
+    let mut docs = store.list().await?;
     if store.exclusive() {
         dead.extend(
             docs.iter()
@@ -179,6 +185,27 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
             groups,
             "killed agents left by a dead runner"
         );
+    }
+    if !store.exclusive() {
+        for doc in docs.iter_mut().filter(|d| {
+            d.lease
+                .as_ref()
+                .is_some_and(|l| dead.contains(&l.runner_id))
+        }) {
+            match store
+                .update(&doc.id, |d| chain::expire_dead_lease(d, &dead))
+                .await
+            {
+                Ok((written, ())) => {
+                    tracing::info!(assignment = %doc.id, "expired the lease of this machine's previous runner");
+                    *doc = written;
+                }
+                Err(UpdateError::Refused(chain::Unchanged)) => {}
+                Err(UpdateError::Store(e)) => {
+                    tracing::warn!(assignment = %doc.id, %e, "cannot expire a dead lease")
+                }
+            }
+        }
     }
 
     if config.file.is_none() {
@@ -225,32 +252,65 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
 
     let server_stop = CancellationToken::new();
     let socket = paths::socket_path(&config.state_dir);
-    if store.exclusive() {
-        let listener = server::bind(&socket)
-            .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        let state = Arc::new(server::ServerState {
-            store: store.clone(),
-            config: config.clone(),
-            runner_id: runner_id.clone(),
-        });
-        tokio::spawn(server::serve(listener, state, server_stop.clone()));
-    }
-    tracing::info!(
-        runner = %runner_id,
-        namespace = %config.namespace,
-        store = store.describe(),
-        socket = %socket.display(),
-        max_concurrent = config.max_concurrent,
-        "wf-runner ready"
-    );
+    let queue = match &store {
+        Store::Sled(_) => {
+            let listener = server::bind(&socket)
+                .with_context(|| format!("cannot listen on {}", socket.display()))?;
+            let state = Arc::new(server::ServerState {
+                store: store.clone(),
+                config: config.clone(),
+                runner_id: runner_id.clone(),
+            });
+            tokio::spawn(server::serve(listener, state, server_stop.clone()));
+            tracing::info!(
+                runner = %runner_id, namespace = %config.namespace, store = "sled",
+                path = %store_path(&config), socket = %socket.display(),
+                max_concurrent = config.max_concurrent, "wf-runner ready"
+            );
+            None
+        }
+        Store::Nats(nats) => {
+            let consumer = nats.consumer(config.lease).await?;
+            tracing::info!(
+                runner = %runner_id, namespace = %config.namespace, store = "nats",
+                server = %nats.server_url(), server_version = %nats.server_version(),
+                max_concurrent = config.max_concurrent, "wf-runner ready"
+            );
+            Some(TokenQueue::start(nats.clone(), consumer, config.lease))
+        }
+    };
 
-    let result = schedule(ctx, docs, changes, &mut signals).await;
+    let mut scheduler = Scheduler {
+        exclusive: store.exclusive(),
+        ctx,
+        cache: docs.into_iter().map(|d| (d.id.clone(), d)).collect(),
+        running: HashMap::new(),
+        done: mpsc::unbounded_channel(),
+        phase: Phase::Running,
+        retry_at: None,
+        queue,
+    };
+    let result = scheduler.run(changes, &mut signals).await;
+    if let Some(q) = &scheduler.queue {
+        q.puller.abort();
+    }
     server_stop.cancel();
     if store.exclusive() {
+        // Why: a leftover socket file is replaced by the next runner anyway.
         let _ = std::fs::remove_file(&socket);
     }
     result
 }
+
+fn store_path(config: &Config) -> String {
+    match &config.store {
+        StoreConfig::Sled { path } => path.display().to_string(),
+        StoreConfig::Nats(n) => n.url.clone(),
+    }
+}
+
+/// A finished unit: its assignment and the last document version it wrote.
+type UnitDone = (String, Option<Assignment>);
 
 /// A unit this runner is running.
 struct RunningUnit {
@@ -263,131 +323,409 @@ enum Phase {
     Stopping,
 }
 
-async fn schedule(
-    ctx: Arc<Ctx>,
-    docs: Vec<Assignment>,
-    mut changes: broadcast::Receiver<crate::store::Change>,
-    signals: &mut mpsc::UnboundedReceiver<()>,
-) -> anyhow::Result<()> {
-    let mut cache: HashMap<String, Assignment> =
-        docs.into_iter().map(|d| (d.id.clone(), d)).collect();
-    let mut running: HashMap<String, RunningUnit> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Option<Assignment>)>();
-    let mut phase = Phase::Running;
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let exclusive = ctx.store.exclusive();
+/// Wake-up tokens (NATS): pulled one at a time, only while a slot is free, so that no token
+/// waits in a client buffer while its `ack_wait` runs.
+struct TokenQueue {
+    store: NatsStore,
+    requests: mpsc::UnboundedSender<()>,
+    tokens: mpsc::UnboundedReceiver<jetstream::Message>,
+    puller: tokio::task::JoinHandle<()>,
+    /// Pulls requested and not yet answered.
+    requested: usize,
+    /// What this runner announced per assignment: (document version, generation). The
+    /// generation goes up when this runner discards a token, so that it can announce the same
+    /// version again once the assignment becomes claimable.
+    announced: HashMap<String, (u64, u32)>,
+    generation: HashMap<String, u32>,
+    next_sweep: tokio::time::Instant,
+    sweep_every: Duration,
+}
 
-    loop {
-        if matches!(phase, Phase::Running)
-            && retry_at.is_none_or(|t| t <= tokio::time::Instant::now())
-        {
-            retry_at = None;
-            let slots = ctx.config.max_concurrent.saturating_sub(running.len());
-            let now = now_ms();
-            let view = LeaseView {
-                now,
-                me: &ctx.runner_id,
-                exclusive,
-            };
-            let active: HashSet<String> = running.keys().cloned().collect();
-            for aid in chain::pick(cache.values(), &active, slots, &view) {
-                let claimed = ctx
-                    .store
-                    .update(&aid, |d| {
-                        let view = LeaseView {
-                            now: now_ms(),
-                            me: &ctx.runner_id,
-                            exclusive,
-                        };
-                        chain::claim(d, &view, &ctx.host, ctx.lease_ms()).ok_or(())
-                    })
-                    .await;
-                match claimed {
-                    Ok((doc, claim)) => {
-                        tracing::info!(assignment = %aid, jobs = ?claim.job_ids, epoch = claim.epoch, "claimed");
-                        let stop = Arc::new(StopSignal::default());
-                        cache.insert(aid.clone(), doc.clone());
-                        running.insert(aid.clone(), RunningUnit { stop: stop.clone() });
-                        tokio::spawn(run_unit(ctx.clone(), doc, claim, stop, done_tx.clone()));
-                    }
-                    // Someone changed the document first; its change is on the way.
-                    Err(UpdateError::Refused(())) => {}
-                    Err(UpdateError::Store(e)) => {
-                        tracing::error!(assignment = %aid, %e, "claim failed; retrying in 1s");
-                        retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+impl TokenQueue {
+    fn start(store: NatsStore, consumer: PullConsumer, lease: Duration) -> Self {
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        let (token_tx, tokens) = mpsc::unbounded_channel();
+        let puller = tokio::spawn(pull_tokens(consumer, request_rx, token_tx));
+        Self {
+            store,
+            requests,
+            tokens,
+            puller,
+            requested: 0,
+            announced: HashMap::new(),
+            generation: HashMap::new(),
+            next_sweep: tokio::time::Instant::now(),
+            sweep_every: lease.max(Duration::from_secs(1)),
+        }
+    }
+}
+
+async fn pull_tokens(
+    consumer: PullConsumer,
+    mut requests: mpsc::UnboundedReceiver<()>,
+    tokens: mpsc::UnboundedSender<jetstream::Message>,
+) {
+    while requests.recv().await.is_some() {
+        loop {
+            let batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(10))
+                .messages()
+                .await;
+            match batch {
+                Ok(mut batch) => match batch.next().await {
+                    Some(Ok(msg)) => {
+                        if let Err(unsent) = tokens.send(msg) {
+                            // Why: the runner is stopping; let another runner have the token.
+                            let _ = unsent.0.ack_with(AckKind::Nak(None)).await;
+                            return;
+                        }
                         break;
                     }
+                    Some(Err(e)) => {
+                        tracing::debug!(%e, "token pull failed; pulling again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => {}
+                },
+                Err(e) => {
+                    tracing::warn!(%e, "cannot pull wake-up tokens; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        if !matches!(phase, Phase::Running) && running.is_empty() {
-            return Ok(());
-        }
-        let view = LeaseView {
+    }
+}
+
+/// The scheduler: owns the document cache and the running units.
+struct Scheduler {
+    ctx: Arc<Ctx>,
+    exclusive: bool,
+    cache: HashMap<String, Assignment>,
+    running: HashMap<String, RunningUnit>,
+    done: (mpsc::UnboundedSender<UnitDone>, mpsc::UnboundedReceiver<UnitDone>),
+    phase: Phase,
+    retry_at: Option<tokio::time::Instant>,
+    queue: Option<TokenQueue>,
+}
+
+impl Scheduler {
+    fn view(&self) -> LeaseView<'_> {
+        LeaseView {
             now: now_ms(),
-            me: &ctx.runner_id,
-            exclusive,
-        };
-        let wake = match phase {
-            Phase::Running => chain::next_wakeup(cache.values(), &view)
-                .map(|at| {
-                    let now = now_ms();
-                    tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now))
-                })
-                .into_iter()
-                .chain(retry_at)
-                .min(),
-            Phase::Draining(deadline) => Some(deadline),
-            Phase::Stopping => None,
-        };
-        tokio::select! {
-            biased;
-            signal = signals.recv() => {
-                // A closed channel means nobody can ask for shutdown any more: keep running.
-                if signal.is_none() {
-                    std::future::pending::<()>().await;
-                }
-                match phase {
-                    Phase::Running => {
-                        let grace = ctx.config.shutdown_grace;
-                        tracing::info!(running = running.len(), ?grace, "shutting down: no new jobs; running jobs may finish");
-                        phase = Phase::Draining(tokio::time::Instant::now() + grace);
-                    }
-                    Phase::Draining(_) | Phase::Stopping => {
-                        tracing::info!("second signal: stopping running jobs now");
-                        for unit in running.values() {
-                            unit.stop.stop(StopReason::Shutdown);
-                        }
-                        phase = Phase::Stopping;
-                    }
+            me: &self.ctx.runner_id,
+            exclusive: self.exclusive,
+        }
+    }
+
+    /// The assignments that may start now, by the scheduling rule, ignoring free slots.
+    fn eligible(&self) -> Vec<String> {
+        let active: HashSet<String> = self.running.keys().cloned().collect();
+        chain::pick(self.cache.values(), &active, usize::MAX, &self.view())
+    }
+
+    async fn run(
+        &mut self,
+        mut changes: broadcast::Receiver<crate::store::Change>,
+        signals: &mut mpsc::UnboundedReceiver<()>,
+    ) -> anyhow::Result<()> {
+        loop {
+            if matches!(self.phase, Phase::Running)
+                && self
+                    .retry_at
+                    .is_none_or(|t| t <= tokio::time::Instant::now())
+            {
+                self.retry_at = None;
+                if self.queue.is_some() {
+                    self.announce_and_pull().await;
+                } else {
+                    self.claim_picked().await;
                 }
             }
-            Some((aid, doc)) = done_rx.recv() => {
-                running.remove(&aid);
-                if let Some(doc) = doc {
-                    upsert(&mut cache, doc);
-                }
+            if !matches!(self.phase, Phase::Running) && self.running.is_empty() {
+                return Ok(());
             }
-            change = changes.recv() => match change {
-                Ok(change) => upsert(&mut cache, change.doc),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "change feed lagged; reloading every assignment");
-                    cache = ctx.store.list().await?.into_iter().map(|d| (d.id.clone(), d)).collect();
+            let wake = match self.phase {
+                Phase::Running => chain::next_wakeup(self.cache.values(), &self.view())
+                    .map(|at| {
+                        tokio::time::Instant::now()
+                            + Duration::from_millis(at.saturating_sub(now_ms()))
+                    })
+                    .into_iter()
+                    .chain(self.retry_at)
+                    .chain(self.queue.as_ref().map(|q| q.next_sweep))
+                    .min(),
+                Phase::Draining(deadline) => Some(deadline),
+                Phase::Stopping => None,
+            };
+            let token = async {
+                match self.queue.as_mut() {
+                    Some(q) => q.tokens.recv().await,
+                    None => std::future::pending().await,
                 }
-                Err(broadcast::error::RecvError::Closed) => anyhow::bail!("the store's change feed closed"),
-            },
-            _ = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
-                if let Phase::Draining(deadline) = phase {
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::info!(running = running.len(), "grace period over: returning running jobs to pending");
-                        for unit in running.values() {
-                            unit.stop.stop(StopReason::Shutdown);
-                        }
-                        phase = Phase::Stopping;
+            };
+            tokio::select! {
+                biased;
+                signal = signals.recv() => {
+                    // A closed channel means nobody can ask for shutdown any more: keep running.
+                    if signal.is_none() {
+                        std::future::pending::<()>().await;
                     }
+                    self.on_signal();
+                }
+                Some((aid, doc)) = self.done.1.recv() => {
+                    self.running.remove(&aid);
+                    if let Some(doc) = doc {
+                        upsert(&mut self.cache, doc);
+                    }
+                }
+                change = changes.recv() => match change {
+                    Ok(change) => upsert(&mut self.cache, change.doc),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "change feed lagged; reloading every assignment");
+                        self.reload().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => anyhow::bail!("the store's change feed closed"),
+                },
+                Some(msg) = token => self.on_token(msg).await,
+                _ = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
+                    self.on_timer().await;
                 }
             }
         }
+    }
+
+    fn stop_all(&mut self) {
+        for unit in self.running.values() {
+            unit.stop.stop(StopReason::Shutdown);
+        }
+        self.phase = Phase::Stopping;
+    }
+
+    fn on_signal(&mut self) {
+        match self.phase {
+            Phase::Running => {
+                let grace = self.ctx.config.shutdown_grace;
+                tracing::info!(
+                    running = self.running.len(),
+                    ?grace,
+                    "shutting down: no new jobs; running jobs may finish"
+                );
+                self.phase = Phase::Draining(tokio::time::Instant::now() + grace);
+            }
+            Phase::Draining(_) | Phase::Stopping => {
+                tracing::info!("second signal: stopping running jobs now");
+                self.stop_all();
+            }
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        if let Phase::Draining(deadline) = self.phase {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    running = self.running.len(),
+                    "grace period over: returning running jobs to pending"
+                );
+                self.stop_all();
+            }
+            return;
+        }
+        let sweep_due = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.next_sweep <= tokio::time::Instant::now());
+        if sweep_due {
+            self.sweep().await;
+        }
+    }
+
+    async fn reload(&mut self) {
+        match self.ctx.store.list().await {
+            Ok(docs) => {
+                for doc in docs {
+                    upsert(&mut self.cache, doc);
+                }
+            }
+            Err(e) => {
+                tracing::error!(%e, "cannot reload assignments; retrying in 1s");
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Claims `aid` and starts its unit, holding `token` (NATS) until the unit is recorded.
+    /// Returns false when the assignment was not claimable.
+    async fn claim(
+        &mut self,
+        aid: &str,
+        token: Option<jetstream::Message>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+        let claimed = ctx
+            .store
+            .update(aid, |d| {
+                let view = LeaseView {
+                    now: now_ms(),
+                    me: &ctx.runner_id,
+                    exclusive,
+                };
+                chain::claim(d, &view, &ctx.host, ctx.lease_ms()).ok_or(())
+            })
+            .await;
+        match claimed {
+            Ok((doc, claim)) => {
+                tracing::info!(assignment = %aid, jobs = ?claim.job_ids, epoch = claim.epoch, "claimed");
+                let stop = Arc::new(StopSignal::default());
+                self.cache.insert(aid.to_string(), doc.clone());
+                self.running
+                    .insert(aid.to_string(), RunningUnit { stop: stop.clone() });
+                tokio::spawn(run_unit(ctx, doc, claim, stop, self.done.0.clone(), token));
+                Ok(true)
+            }
+            Err(UpdateError::Refused(())) => Ok(false),
+            Err(UpdateError::Store(e)) => Err(e),
+        }
+    }
+
+    /// Embedded store: claim what the rule picks, up to the free slots.
+    async fn claim_picked(&mut self) {
+        let slots = self
+            .ctx
+            .config
+            .max_concurrent
+            .saturating_sub(self.running.len());
+        let active: HashSet<String> = self.running.keys().cloned().collect();
+        let picked = chain::pick(self.cache.values(), &active, slots, &self.view());
+        for aid in picked {
+            // Refused: someone changed the document first; its change is on the way.
+            if let Err(e) = self.claim(&aid, None).await {
+                tracing::error!(assignment = %aid, %e, "claim failed; retrying in 1s");
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        }
+    }
+
+    /// NATS: announce what this runner sees claimable, and ask for tokens for the free slots.
+    async fn announce_and_pull(&mut self) {
+        let eligible = self.eligible();
+        let Some(q) = self.queue.as_mut() else { return };
+        for aid in eligible {
+            let Some(doc) = self.cache.get(&aid) else {
+                continue;
+            };
+            let generation = q.generation.get(&aid).copied().unwrap_or(0);
+            if q.announced.get(&aid) == Some(&(doc.version, generation)) {
+                continue;
+            }
+            q.announced.insert(aid.clone(), (doc.version, generation));
+            let tag = format!("{}.r{generation}", doc.version);
+            if let Err(e) = q
+                .store
+                .publish_token(&aid, &format!("{}.{aid}.{tag}", doc.namespace))
+                .await
+            {
+                tracing::warn!(assignment = %aid, %e, "cannot announce; the sweeper will");
+            }
+        }
+        let free = self
+            .ctx
+            .config
+            .max_concurrent
+            .saturating_sub(self.running.len() + q.requested);
+        for _ in 0..free {
+            if q.requests.send(()).is_ok() {
+                q.requested += 1;
+            }
+        }
+    }
+
+    /// NATS, every `leaseMs`: announce every claimable assignment, from a fresh listing, with a
+    /// tag of this sweep period (so a token lost earlier is replaced, once per period).
+    async fn sweep(&mut self) {
+        self.reload().await;
+        let eligible = self.eligible();
+        let Some(q) = self.queue.as_mut() else { return };
+        let period = now_ms() / q.sweep_every.as_millis().max(1) as u64;
+        for aid in eligible {
+            let Some(doc) = self.cache.get(&aid) else {
+                continue;
+            };
+            let msg_id = format!("{}.{aid}.{}.s{period}", doc.namespace, doc.version);
+            if let Err(e) = q.store.publish_token(&aid, &msg_id).await {
+                tracing::warn!(assignment = %aid, %e, "sweeper cannot announce");
+            }
+        }
+        q.next_sweep = tokio::time::Instant::now() + q.sweep_every;
+    }
+
+    /// NATS: a token arrived. Claim its assignment if the rule allows, else discard it (or, if
+    /// another runner's lease is about to expire, ask for it again at the expiry).
+    async fn on_token(&mut self, msg: jetstream::Message) {
+        if let Some(q) = self.queue.as_mut() {
+            q.requested = q.requested.saturating_sub(1);
+        }
+        let aid = msg
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !matches!(self.phase, Phase::Running) {
+            // Why: a failed nak only delays the token until its ack_wait.
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+        if self.running.contains_key(&aid) {
+            let _ = msg.double_ack().await;
+            return;
+        }
+        match self.ctx.store.get(&aid).await {
+            Ok(Some(doc)) => upsert(&mut self.cache, doc),
+            Ok(None) => {
+                let _ = msg.double_ack().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(assignment = %aid, %e, "cannot read an announced assignment");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+        }
+        if self.eligible().contains(&aid) {
+            match self.claim(&aid, Some(msg.clone())).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(assignment = %aid, %e, "claim failed; the token comes back in 1s");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
+        }
+        let view = self.view();
+        if let Some(doc) = self.cache.get(&aid) {
+            if let (Readiness::WaitUntil(at), Some(lease)) =
+                (chain::readiness(doc, &view), &doc.lease)
+            {
+                if lease.expires_at == at && at > view.now {
+                    let delay = Duration::from_millis(at - view.now + 50);
+                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                    return;
+                }
+            }
+        }
+        if let Some(q) = self.queue.as_mut() {
+            *q.generation.entry(aid).or_insert(0) += 1;
+        }
+        let _ = msg.double_ack().await;
     }
 }
 
@@ -406,7 +744,8 @@ async fn run_unit(
     doc: Assignment,
     claim: chain::Claim,
     stop: Arc<StopSignal>,
-    done: mpsc::UnboundedSender<(String, Option<Assignment>)>,
+    done: mpsc::UnboundedSender<UnitDone>,
+    token: Option<jetstream::Message>,
 ) {
     let renewing = CancellationToken::new();
     let renewer = tokio::spawn(renew_lease(
@@ -415,6 +754,7 @@ async fn run_unit(
         claim.epoch,
         stop.clone(),
         renewing.clone(),
+        token.clone(),
     ));
     let jobs = claim
         .job_ids
@@ -424,19 +764,28 @@ async fn run_unit(
     renewing.cancel();
     // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
     let _ = renewer.await;
+    if let Some(token) = token {
+        // The outcome is recorded (and announced); the token has served. A failed ack only
+        // means it comes back after ack_wait and is discarded then.
+        if let Err(e) = token.double_ack().await {
+            tracing::debug!(%e, "token ack failed");
+        }
+    }
     let last = written.into_iter().flatten().max_by_key(|d| d.version);
     // Why: the scheduler only stops listening when it exits, after every unit is done.
     let _ = done.send((doc.id.clone(), last));
 }
 
-/// Renews the lease every third of its length; stops the unit when the lease is lost or cannot
-/// be renewed before it would expire.
+/// Renews the lease every third of its length (and, on NATS, confirms progress on the token);
+/// stops the unit when the lease is lost, or when it could not be renewed in time for the
+/// agents to be stopped before it expires.
 async fn renew_lease(
     ctx: Arc<Ctx>,
     aid: String,
     epoch: u64,
     stop: Arc<StopSignal>,
     renewing: CancellationToken,
+    token: Option<jetstream::Message>,
 ) {
     let period = ctx.config.lease / 3;
     let mut last_ok = Instant::now();
@@ -445,25 +794,40 @@ async fn renew_lease(
             _ = renewing.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        match ctx
+        let renewal = ctx
             .store
-            .update(&aid, |d| chain::renew(d, epoch, now_ms(), ctx.lease_ms()))
-            .await
-        {
-            Ok(_) => last_ok = Instant::now(),
-            Err(UpdateError::Refused(e)) => {
+            .update(&aid, |d| chain::renew(d, epoch, now_ms(), ctx.lease_ms()));
+        match tokio::time::timeout(period, renewal).await {
+            Ok(Ok(_)) => {
+                last_ok = Instant::now();
+                if let Some(token) = &token {
+                    // Ownership is the lease above; the progress ack only keeps the token from
+                    // being redelivered while we hold it.
+                    let progress = token.double_ack_with(AckKind::Progress);
+                    match tokio::time::timeout(period / 2, progress).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(%e, "progress ack failed"),
+                        Err(_) => tracing::debug!("progress ack timed out"),
+                    }
+                }
+                continue;
+            }
+            Ok(Err(UpdateError::Refused(e))) => {
                 tracing::warn!(assignment = %aid, %e, "lease lost; stopping the agents");
                 stop.stop(StopReason::LeaseLost);
                 return;
             }
-            Err(UpdateError::Store(e)) => {
+            Ok(Err(UpdateError::Store(e))) => {
                 tracing::warn!(assignment = %aid, %e, "lease renewal failed");
-                if last_ok.elapsed() + period >= ctx.config.lease {
-                    tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
-                    stop.stop(StopReason::LeaseLost);
-                    return;
-                }
             }
+            Err(_) => tracing::warn!(assignment = %aid, "lease renewal timed out"),
+        }
+        // The renewal failed. Another try comes in `period`; if that one is too late for the
+        // agents to be stopped (TERM, grace, KILL) before the lease expires, stop them now.
+        if last_ok.elapsed() + period + ctx.config.kill_grace >= ctx.config.lease {
+            tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
+            stop.stop(StopReason::LeaseLost);
+            return;
         }
     }
 }

@@ -7,6 +7,7 @@ use wf_tests::Bins;
 
 mod cli;
 mod e2e;
+mod nats;
 mod process;
 mod store_contract;
 

@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use wf_runner::chain::{self, Caller, NewJob, Position};
+use wf_runner::config::{NatsConfig, StoreConfig};
 use wf_runner::ids::{self, Namespace};
 use wf_runner::model::{Assignment, JobType};
+use wf_runner::store::nats::NatsStore;
 use wf_runner::store::sled::SledStore;
 use wf_runner::store::{BlobKey, Store, StoreError, UpdateError};
+use wf_tests::NatsServer;
 
 fn doc(id: &str) -> Assignment {
     chain::new_assignment(id.to_string(), "contract", "north".into(), 10, true, 1)
@@ -24,7 +27,7 @@ fn job(id: &str) -> NewJob {
 
 /// Runs every contract check against an empty `store`; `reopen` closes it and opens the same
 /// store again (for durability).
-pub(crate) async fn contract(store: Store, reopen: impl FnOnce(Store) -> Store) {
+pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> Store) {
     // Create, get, list.
     let a = doc(&ids::new_id());
     store.create(&a).await.unwrap();
@@ -58,12 +61,18 @@ pub(crate) async fn contract(store: Store, reopen: impl FnOnce(Store) -> Store) 
         Err(UpdateError::Store(StoreError::NotFound(_)))
     ));
 
-    // The change feed carries the written version.
-    let seen = tokio::time::timeout(Duration::from_secs(5), changes.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(seen.doc, after);
+    // The change feed carries the written version (after, on NATS, the current snapshot).
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let change = changes.recv().await.unwrap();
+            if change.doc.version == after.version {
+                return change.doc;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, after);
 
     // Concurrent writers: no update is lost, each sees the others' work.
     let n = 20;
@@ -129,7 +138,7 @@ pub(crate) async fn contract(store: Store, reopen: impl FnOnce(Store) -> Store) 
         .unwrap();
 
     // Durable: a reopened store has everything acknowledged.
-    let store = reopen(store);
+    let store = reopen(store).await;
     let again = store.get(&a.id).await.unwrap().unwrap();
     assert_eq!(again.jobs.len(), n);
     assert!(again.jobs[0].has_context);
@@ -150,8 +159,73 @@ fn sled_backend() {
         .build()
         .unwrap();
     let store = Store::Sled(SledStore::open(&path, &ns, Duration::ZERO).unwrap());
-    rt.block_on(contract(store, |old| {
+    rt.block_on(contract(store, async |old| {
         drop(old);
         Store::Sled(SledStore::open(&path, &ns, Duration::from_secs(10)).unwrap())
     }));
+}
+
+fn nats_config(url: &str) -> NatsConfig {
+    let raw: wf_runner::config::RawConfig =
+        serde_json::from_value(serde_json::json!({"store": {"kind": "nats", "url": url}})).unwrap();
+    match wf_runner::config::resolve(raw, None, std::path::Path::new("/"))
+        .unwrap()
+        .store
+    {
+        StoreConfig::Nats(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The contract on every nats-server under test (Debian's 2.9.10 and current upstream, in CI).
+/// Reopening restarts the server: acknowledged writes must survive it.
+#[test]
+fn nats_backend() {
+    for bin in wf_tests::nats_servers() {
+        let mut server = NatsServer::start(&bin);
+        let ns = Namespace::new("contract").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = nats_config(&server.url());
+        let store = rt
+            .block_on(NatsStore::connect(&config, &ns, "contract", false))
+            .unwrap();
+        let server = &mut server;
+        rt.block_on(contract(Store::Nats(store), async |old| {
+            drop(old);
+            server.restart();
+            Store::Nats(
+                NatsStore::connect(&config, &ns, "contract", true)
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+}
+
+/// Namespaces share one bucket but never see each other's assignments.
+#[test]
+fn nats_namespaces_are_isolated() {
+    let server = NatsServer::start(&wf_tests::nats_server());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = nats_config(&server.url());
+        let a = NatsStore::connect(&config, &Namespace::new("alpha").unwrap(), "t", false)
+            .await
+            .unwrap();
+        let b = NatsStore::connect(&config, &Namespace::new("beta").unwrap(), "t", false)
+            .await
+            .unwrap();
+        let (a, b) = (Store::Nats(a), Store::Nats(b));
+        a.create(&doc("aaaaaaaaaaaa")).await.unwrap();
+        assert_eq!(a.list().await.unwrap().len(), 1);
+        assert!(b.list().await.unwrap().is_empty());
+        assert!(b.get("aaaaaaaaaaaa").await.unwrap().is_none());
+    });
 }

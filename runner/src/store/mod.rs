@@ -7,11 +7,17 @@
 //! channel ([`Store::subscribe`]) so that a runner never polls.
 //!
 //! Each backend implements exactly one CAS primitive (`cas`); everything else is shared.
+//!
+//! After every write that leaves an assignment with work to claim, the store *announces* it:
+//! the NATS backend publishes a wake-up token (strictly after the CAS); the embedded backend
+//! needs nothing, its change feed wakes the one runner.
 
+pub mod nats;
 pub mod sled;
 
 use tokio::sync::broadcast;
 
+use crate::chain::{self, LeaseView, Readiness};
 use crate::model::Assignment;
 
 /// A store failure.
@@ -111,6 +117,8 @@ pub enum UpdateError<E> {
 pub enum Store {
     /// Embedded sled database, owned by one process.
     Sled(sled::SledStore),
+    /// NATS JetStream, shared by many runners and CLIs.
+    Nats(nats::NatsStore),
 }
 
 impl std::fmt::Debug for Store {
@@ -124,6 +132,7 @@ impl Store {
     pub fn describe(&self) -> &'static str {
         match self {
             Store::Sled(_) => "sled",
+            Store::Nats(_) => "nats",
         }
     }
 
@@ -131,20 +140,33 @@ impl Store {
     pub fn exclusive(&self) -> bool {
         match self {
             Store::Sled(_) => true,
+            Store::Nats(_) => false,
         }
     }
 
     /// Stores a new document; fails if the id exists.
     pub async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
         match self {
-            Store::Sled(s) => s.create(doc).await,
+            Store::Sled(s) => s.create(doc).await?,
+            Store::Nats(s) => s.create(doc).await?,
         }
+        self.announce(doc, &doc.version.to_string()).await;
+        Ok(())
     }
 
-    /// The document and its version.
+    /// The document.
     pub async fn get(&self, id: &str) -> Result<Option<Assignment>, StoreError> {
+        Ok(self.get_rev(id).await?.map(|(doc, _)| doc))
+    }
+
+    /// The document and the backend's revision of it (what [`Store::update`] compares).
+    async fn get_rev(&self, id: &str) -> Result<Option<(Assignment, u64)>, StoreError> {
         match self {
-            Store::Sled(s) => s.get(id),
+            Store::Sled(s) => Ok(s.get(id)?.map(|d| {
+                let v = d.version;
+                (d, v)
+            })),
+            Store::Nats(s) => s.get(id).await,
         }
     }
 
@@ -152,14 +174,15 @@ impl Store {
     pub async fn list(&self) -> Result<Vec<Assignment>, StoreError> {
         match self {
             Store::Sled(s) => s.list(),
+            Store::Nats(s) => s.list().await,
         }
     }
 
-    /// Replaces the document if its stored version is still `expected`. `new.version` must be
-    /// `expected + 1`.
-    async fn cas(&self, expected: u64, new: &Assignment) -> Result<Cas, StoreError> {
+    /// The CAS primitive: replaces the document if its stored revision is still `rev`.
+    async fn cas(&self, rev: u64, new: &Assignment) -> Result<Cas, StoreError> {
         match self {
-            Store::Sled(s) => s.cas(expected, new).await,
+            Store::Sled(s) => s.cas(rev, new).await,
+            Store::Nats(s) => s.cas(rev, new).await,
         }
     }
 
@@ -167,6 +190,7 @@ impl Store {
     pub async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
             Store::Sled(s) => s.put_blob(key, bytes),
+            Store::Nats(s) => s.put_blob(key, bytes).await,
         }
     }
 
@@ -174,6 +198,7 @@ impl Store {
     pub async fn get_blob(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Sled(s) => s.get_blob(key),
+            Store::Nats(s) => s.get_blob(key).await,
         }
     }
 
@@ -181,6 +206,27 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         match self {
             Store::Sled(s) => s.subscribe(),
+            Store::Nats(s) => s.subscribe(),
+        }
+    }
+
+    /// Wakes a runner for `doc` if it has work to claim now. On NATS this publishes a token
+    /// whose message id is `<ns>.<aid>.<tag>`, so that writers announcing the same document
+    /// version produce one token. A failed announcement is only logged: every runner's sweeper
+    /// finds runnable assignments without a token.
+    pub async fn announce(&self, doc: &Assignment, tag: &str) {
+        let Store::Nats(s) = self else { return };
+        let view = LeaseView {
+            now: crate::ops::now_ms(),
+            me: "",
+            exclusive: false,
+        };
+        if !matches!(chain::readiness(doc, &view), Readiness::Ready(_)) {
+            return;
+        }
+        let msg_id = format!("{}.{}.{tag}", doc.namespace, doc.id);
+        if let Err(e) = s.publish_token(&doc.id, &msg_id).await {
+            tracing::warn!(assignment = %doc.id, %e, "wake-up token not published; a sweeper will");
         }
     }
 
@@ -194,15 +240,18 @@ impl Store {
         mut f: impl FnMut(&mut Assignment) -> Result<T, E>,
     ) -> Result<(Assignment, T), UpdateError<E>> {
         loop {
-            let current = self
-                .get(id)
+            let (current, rev) = self
+                .get_rev(id)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut doc = current.clone();
             let value = f(&mut doc).map_err(UpdateError::Refused)?;
             doc.version = current.version + 1;
-            match self.cas(current.version, &doc).await? {
-                Cas::Done => return Ok((doc, value)),
+            match self.cas(rev, &doc).await? {
+                Cas::Done => {
+                    self.announce(&doc, &doc.version.to_string()).await;
+                    return Ok((doc, value));
+                }
                 Cas::Conflict => continue,
             }
         }

@@ -154,7 +154,22 @@ fn step(agent: &Agent, step: &Value) {
             }
             let _ = out.write_all(b"\n").and_then(|_| out.flush());
         }
-        "sleepMs" => std::thread::sleep(Duration::from_millis(arg.as_u64().expect("ms"))),
+        // {"sleepMs": n} or {"sleepMs": [min, max]} (uniformly random).
+        "sleepMs" => {
+            let ms = match arg {
+                Value::Array(r) => {
+                    let (lo, hi) = (r[0].as_u64().expect("min"), r[1].as_u64().expect("max"));
+                    let nanos = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos())
+                        .unwrap_or(0);
+                    let seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+                    lo + seed.wrapping_mul(6364136223846793005) % (hi - lo + 1)
+                }
+                v => v.as_u64().expect("ms"),
+            };
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },

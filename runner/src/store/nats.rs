@@ -1,0 +1,464 @@
+//! The distributed backend: NATS JetStream (async-nats 0.51), shared by every runner and CLI.
+//!
+//! Layout (research/store-design.md §4.2), one bucket and one stream for all namespaces:
+//!
+//! | object | name | notes |
+//! |---|---|---|
+//! | state bucket | KV `wf` (stream `KV_wf`) | created by hand so that 2.9.x servers work; no direct gets |
+//! | assignment | `<ns>.asg.<aid>` | CAS on the KV revision only |
+//! | context / result | `<ns>.ctx.<aid>.<jid>` / `<ns>.res.<aid>.<jid>.<attempt>` | written before the CAS that links them |
+//! | wake-up tokens | stream `WF_Q`, subject `wfq.<ns>.<aid>` | WorkQueue; `Nats-Msg-Id` dedup |
+//! | consumer | durable pull `run_<ns>`, filter `wfq.<ns>.>` | `ack_wait` = lease, `max_deliver` -1, no backoff |
+//!
+//! A token only says "look at this assignment": ownership is the lease epoch in the document,
+//! never an acknowledgement (NATS does not fence acks, nats-server#4786).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+
+use super::{decode, encode, BlobKey, Cas, Change, StoreError};
+use crate::config::NatsConfig;
+use crate::ids::Namespace;
+use crate::model::Assignment;
+
+/// The state bucket.
+pub const BUCKET: &str = "wf";
+/// The token stream.
+pub const QUEUE_STREAM: &str = "WF_Q";
+/// How long the server remembers a token's `Nats-Msg-Id`.
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// Capacity of the change channel.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// A NATS JetStream store opened for one namespace.
+#[derive(Clone)]
+pub struct NatsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    kv: kv::Store,
+    ns: Namespace,
+    version: (u32, u32, u32),
+    changes: broadcast::Sender<Change>,
+    watcher: OnceLock<()>,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+/// Parses "2.10.8" (or "2.12.0-beta") into numbers.
+fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+impl NatsStore {
+    /// Connects, checks the server version, and makes sure the bucket and the token stream
+    /// exist (with `replicas` copies). `name` identifies the client in the server's logs.
+    /// A runner passes `wait_for_server` to keep trying while the server is down.
+    pub async fn connect(
+        config: &NatsConfig,
+        ns: &Namespace,
+        name: &str,
+        wait_for_server: bool,
+    ) -> Result<Self, StoreError> {
+        let url = std::env::var("WF_NATS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| config.url.clone());
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    other => tracing::debug!(%other, "NATS event"),
+                }
+            });
+        if wait_for_server {
+            opts = opts.retry_on_initial_connect();
+        }
+        if let Some(creds) = &config.credentials {
+            opts = opts.credentials_file(creds).await.map_err(|e| {
+                backend(
+                    &format!("cannot read NATS credentials {}", creds.display()),
+                    e,
+                )
+            })?;
+        }
+        if let Some(token) = &config.token {
+            opts = opts.token(token.clone());
+        }
+        if let Some(ca) = &config.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if config.tls_required {
+            opts = opts.require_tls(true);
+        }
+        let addrs = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Backend(format!("invalid NATS URL {url:?}: {e}")))?;
+        let client = opts
+            .connect(addrs)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot connect to NATS at {url}: {e}")))?;
+        if wait_for_server {
+            // With retry_on_initial_connect the client returns before it is connected; the
+            // first flush completes once it is.
+            client
+                .flush()
+                .await
+                .map_err(|e| backend("cannot reach NATS", e))?;
+        }
+        let version_text = client.server_info().version;
+        let version = parse_version(&version_text);
+        if version < (2, 9, 0) {
+            return Err(StoreError::Backend(format!(
+                "nats-server {version_text} is too old: wf needs 2.9 or newer with JetStream"
+            )));
+        }
+        let js = jetstream::new(client.clone());
+        let replicas = config.replicas.max(1);
+        // A cluster that is still electing its JetStream leader refuses stream requests for a
+        // moment; a runner waits that out, the CLI reports it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let kv = loop {
+            let ensured = async {
+                let kv = ensure_bucket(&js, replicas).await?;
+                ensure_queue(&js, replicas).await?;
+                Ok::<_, StoreError>(kv)
+            };
+            match ensured.await {
+                Ok(kv) => break kv,
+                Err(e) if wait_for_server && tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%e, "JetStream not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                kv,
+                ns: ns.clone(),
+                version,
+                changes,
+                watcher: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The server's version, as it reported it.
+    pub fn server_version(&self) -> String {
+        let (a, b, c) = self.inner.version;
+        format!("{a}.{b}.{c}")
+    }
+
+    /// The server URL in use.
+    pub fn server_url(&self) -> String {
+        let info = self.inner.client.server_info();
+        format!("{}:{}", info.host, info.port)
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}.{kind}.{rest}", self.inner.ns)
+    }
+
+    fn doc_key(&self, id: &str) -> String {
+        self.key("asg", id)
+    }
+
+    fn blob_key(&self, key: &BlobKey) -> String {
+        format!("{}.{}", self.inner.ns, key.render('.'))
+    }
+
+    pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
+        let key = self.doc_key(&doc.id);
+        let bytes = encode(doc);
+        let mut retried = false;
+        loop {
+            match self.inner.kv.create(&key, bytes.clone().into()).await {
+                Ok(_) => return Ok(()),
+                // A retry after an ambiguous failure finds its own write: ids are random.
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    return if retried {
+                        Ok(())
+                    } else {
+                        Err(StoreError::AlreadyExists(doc.id.clone()))
+                    };
+                }
+                Err(e) if !retried => {
+                    tracing::warn!(%e, "assignment create failed; retrying once");
+                    retried = true;
+                }
+                Err(e) => return Err(backend("cannot store the assignment", e)),
+            }
+        }
+    }
+
+    pub(super) async fn get(&self, id: &str) -> Result<Option<(Assignment, u64)>, StoreError> {
+        let key = self.doc_key(id);
+        match self
+            .inner
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| backend("cannot read an assignment", e))?
+        {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok(Some((decode(&key, &entry.value)?, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The one CAS primitive: a KV update conditioned on the entry's revision.
+    pub(super) async fn cas(&self, revision: u64, new: &Assignment) -> Result<Cas, StoreError> {
+        match self
+            .inner
+            .kv
+            .update(self.doc_key(&new.id), encode(new).into(), revision)
+            .await
+        {
+            Ok(_) => Ok(Cas::Done),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Err(e) => Err(backend("cannot write an assignment", e)),
+        }
+    }
+
+    pub(super) async fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+        let filter = format!("$KV.{BUCKET}.{}.asg.*", self.inner.ns);
+        let stream = self
+            .inner
+            .js
+            .get_stream(format!("KV_{BUCKET}"))
+            .await
+            .map_err(|e| backend("cannot read the state bucket", e))?;
+        let mut subjects = stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(|e| backend("cannot list assignments", e))?;
+        // A watch on a prefix with no keys never yields: find out first.
+        if subjects.next().await.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut watch = self
+            .inner
+            .kv
+            .watch_with_history(format!("{}.asg.*", self.inner.ns))
+            .await
+            .map_err(|e| backend("cannot list assignments", e))?;
+        let mut docs = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .map_err(|_| backend("cannot list assignments", "timed out"))?;
+            let Some(entry) = next else { break };
+            let entry = entry.map_err(|e| backend("cannot list assignments", e))?;
+            if entry.operation == kv::Operation::Put {
+                docs.push(decode(&entry.key, &entry.value)?);
+            }
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        Ok(docs)
+    }
+
+    pub(super) async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner
+            .kv
+            .put(self.blob_key(key), bytes.to_vec().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("cannot store a text", e))
+    }
+
+    pub(super) async fn get_blob(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner
+            .kv
+            .get(self.blob_key(key))
+            .await
+            .map(|v| v.map(|b| b.to_vec()))
+            .map_err(|e| backend("cannot read a text", e))
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        let receiver = self.inner.changes.subscribe();
+        self.inner.watcher.get_or_init(|| {
+            let store = self.clone();
+            tokio::spawn(async move { store.watch_loop().await });
+        });
+        receiver
+    }
+
+    /// Feeds the change channel from a KV watch, re-watching (snapshot first) after errors.
+    async fn watch_loop(self) {
+        let prefix = format!("{}.asg.*", self.inner.ns);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.inner.kv.watch_with_history(&prefix).await {
+                Ok(mut watch) => {
+                    pause = Duration::from_millis(100);
+                    while let Some(entry) = watch.next().await {
+                        match entry {
+                            Ok(entry) if entry.operation == kv::Operation::Put => {
+                                match decode(&entry.key, &entry.value) {
+                                    // Why: no receiver only means nobody is listening now.
+                                    Ok(doc) => drop(self.inner.changes.send(Change { doc })),
+                                    Err(e) => {
+                                        tracing::error!(%e, "undecodable document in change feed")
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(%e, "assignment watch failed; watching again");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%e, "cannot watch assignments; retrying"),
+            }
+            if self.inner.changes.receiver_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Publishes a wake-up token for `aid`, deduplicated by `msg_id` within the server's window.
+    pub async fn publish_token(&self, aid: &str, msg_id: &str) -> Result<(), StoreError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(aid.to_string().into())
+            .message_id(msg_id);
+        self.inner
+            .js
+            .send_publish(format!("wfq.{}.{aid}", self.inner.ns), msg)
+            .await
+            .map_err(|e| backend("cannot publish a wake-up token", e))?
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("cannot publish a wake-up token", e))
+    }
+
+    /// The namespace's durable pull consumer, created if needed with `ack_wait = lease`.
+    pub async fn consumer(&self, lease: Duration) -> Result<consumer::PullConsumer, StoreError> {
+        let name = format!("run_{}", self.inner.ns);
+        let stream = self
+            .inner
+            .js
+            .get_stream(QUEUE_STREAM)
+            .await
+            .map_err(|e| backend("cannot open the token stream", e))?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: format!("wfq.{}.>", self.inner.ns),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: lease,
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| backend("cannot create the namespace's consumer", e))?;
+        let mut consumer = consumer;
+        if let Ok(info) = consumer.info().await {
+            if info.config.ack_wait != lease {
+                tracing::warn!(
+                    consumer = %name,
+                    existing = ?info.config.ack_wait,
+                    lease = ?lease,
+                    "the consumer's ack_wait differs from this runner's leaseMs; all runners of a namespace should use the same leaseMs"
+                );
+            }
+        }
+        Ok(consumer)
+    }
+}
+
+/// The KV stream, created by hand (as `create_key_value` would) so that servers before 2.10.8
+/// work, and without direct gets so that reads in a cluster come from the leader.
+async fn ensure_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, StoreError> {
+    if let Ok(kv) = js.get_key_value(BUCKET).await {
+        return Ok(kv);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{BUCKET}"),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 8,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: false,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: DEDUP_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| backend("cannot create the state bucket", e))?;
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| backend("cannot open the state bucket", e))
+}
+
+async fn ensure_queue(js: &jetstream::Context, replicas: usize) -> Result<(), StoreError> {
+    js.get_or_create_stream(stream::Config {
+        name: QUEUE_STREAM.to_string(),
+        subjects: vec!["wfq.>".to_string()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DEDUP_WINDOW,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| backend("cannot create the token stream", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("2.9.10"), (2, 9, 10));
+        assert_eq!(parse_version("2.12.0-beta.1"), (2, 12, 0));
+        assert_eq!(parse_version("v2.15.1"), (2, 15, 1));
+        assert!(parse_version("2.9.10") < (2, 10, 8));
+    }
+}

@@ -1,0 +1,334 @@
+//! wf on NATS JetStream: real nats-server processes started by the tests on loopback ports.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wf_runner::model::{AssignmentStatus, JobStatus, JobType};
+use wf_tests::{nats_server, nats_servers, NatsServer, TestEnv};
+
+use crate::{fixture, BINS};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn nats_env(url: &str, namespace: &str, script: Value, extra: Value) -> TestEnv {
+    let mut config = json!({"namespace": namespace, "store": {"kind": "nats", "url": url}});
+    if let (Value::Object(c), Value::Object(e)) = (&mut config, extra) {
+        c.extend(e);
+    }
+    TestEnv::new(&BINS, script, config)
+}
+
+fn complete(d: &wf_runner::model::Assignment) -> bool {
+    d.status == AssignmentStatus::Complete && d.lease.is_none()
+}
+
+/// A PM that completes the assignment after a short think.
+fn completing_pm(work: &std::path::Path, think_ms: Value) -> Value {
+    json!([
+        {"lock": work.join("locks").display().to_string()},
+        {"record": work.join("records").display().to_string()},
+        {"init": true},
+        {"sleepMs": think_ms},
+        {"wf": ["update-assignment", "--status", "complete"]},
+        {"result": "complete"}
+    ])
+}
+
+fn working_plan(work: &std::path::Path, ms: Value) -> Value {
+    json!([
+        {"lock": work.join("locks").display().to_string()},
+        {"record": work.join("records").display().to_string()},
+        {"init": true},
+        {"sleepMs": ms},
+        {"result": "planned"}
+    ])
+}
+
+#[test]
+fn the_loop_runs_on_nats_with_every_server_version() {
+    for bin in nats_servers() {
+        let server = NatsServer::start(&bin);
+        let mut env = nats_env(&server.url(), "loop", json!({}), json!({}));
+        let work = env.work.clone();
+        let script =
+            json!({"plan": working_plan(&work, json!(1500)), "pm": completing_pm(&work, json!(0))});
+        std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+
+        // wf needs no runner: create and insert go straight to NATS.
+        let aid = env.create("Run on NATS");
+        env.wf_ok(&["insert-job", &aid, "--type", "plan", "--context", "on nats"]);
+        assert_eq!(
+            env.wf_json(&["assignment", &aid])["jobs"][0]["status"],
+            "pending"
+        );
+
+        env.start_runner();
+        let running = env.wait_for(&aid, LONG, |d| d.jobs[0].status == JobStatus::Running);
+        let lease = running.lease.clone().expect("a lease");
+        let queue = env.wf_json(&["queue"]);
+        assert_eq!(
+            queue["assignments"][0]["running"][0]["runnerId"],
+            lease.runner_id.as_str()
+        );
+        assert!(queue["assignments"][0]["running"][0]["host"].is_string());
+        let table = env.wf_ok(&["queue"]);
+        assert!(table.contains(&lease.runner_id), "{table}");
+
+        let doc = env.wait_for(&aid, LONG, complete);
+        let types: Vec<JobType> = doc.jobs.iter().map(|j| j.job_type).collect();
+        assert_eq!(types, [JobType::Plan, JobType::Pm]);
+        assert_eq!(env.wf_json(&["job", &doc.jobs[0].id])["context"], "on nats");
+
+        let log = env.runner_log();
+        let version = String::from_utf8(
+            std::process::Command::new(&bin)
+                .arg("--version")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let version = version.trim().rsplit('v').next().unwrap().to_string();
+        assert!(
+            log.contains("store=\"nats\"") || log.contains("store=nats"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("server_version={version}")),
+            "no server version {version} in:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn three_runners_thirty_assignments_and_five_kill_9s() {
+    let server = NatsServer::start(&nats_server());
+    let mut env = nats_env(
+        &server.url(),
+        "fleet",
+        json!({}),
+        json!({"leaseMs": 2000, "killGraceMs": 300, "maxConcurrent": 4}),
+    );
+    let work = env.work.clone();
+    let script = json!({"plan": working_plan(&work, json!([1000, 3000])), "pm": completing_pm(&work, json!([1000, 3000]))});
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+    for n in 0..3 {
+        env.start_runner_n(n);
+    }
+    let ids: Vec<String> = (0..30)
+        .map(|i| {
+            env.wf_ok(&[
+                "create",
+                &format!("fleet job {i}"),
+                "--independent",
+                "--start",
+                "plan",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
+
+    let mut seed = std::process::id() as u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500 + next() % 1500));
+        let victim = (next() % 3) as usize;
+        env.signal_runner_n(victim, libc::SIGKILL);
+        env.start_runner_n(victim);
+        eprintln!("kill {kill}: runner {victim} killed and restarted");
+    }
+    for id in &ids {
+        env.wait_for(id, LONG, complete);
+    }
+
+    let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "two agents ran one job at the same time: {violations}"
+    );
+    for id in &ids {
+        let doc = env.assignment(id);
+        let types: Vec<JobType> = doc.jobs.iter().map(|j| j.job_type).collect();
+        assert_eq!(types, [JobType::Plan, JobType::Pm], "{doc:#?}");
+        assert!(
+            doc.jobs.iter().all(|j| j.status == JobStatus::Complete),
+            "{doc:#?}"
+        );
+    }
+    // Each job's successful attempt is the last one recorded; interrupted ones ran again.
+    let records = env.records("records");
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for r in &records {
+        *per_job
+            .entry(r["job"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_job.len(), 60, "every job ran");
+    let reruns = per_job.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "{} agent runs for 60 jobs; {reruns} jobs ran again after a kill",
+        records.len()
+    );
+    assert!(env.runners_started() >= 8);
+}
+
+#[test]
+fn work_survives_a_nats_server_restart() {
+    for bin in nats_servers() {
+        let mut server = NatsServer::start(&bin);
+        let mut env = nats_env(
+            &server.url(),
+            "restart",
+            json!({}),
+            json!({"leaseMs": 3000, "killGraceMs": 300, "maxConcurrent": 4}),
+        );
+        let work = env.work.clone();
+        let script = json!({"plan": working_plan(&work, json!([500, 1500])), "pm": completing_pm(&work, json!([200, 500]))});
+        std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+        env.start_runner_n(0);
+        env.start_runner_n(1);
+        let ids: Vec<String> = (0..10)
+            .map(|i| {
+                env.wf_ok(&[
+                    "create",
+                    &format!("restart {i}"),
+                    "--independent",
+                    "--start",
+                    "plan",
+                ])
+                .trim()
+                .to_string()
+            })
+            .collect();
+        // Restart the server while jobs run.
+        let deadline = Instant::now() + LONG;
+        while env.records("records").len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "no job started:\n{}",
+                env.runner_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.restart();
+        for id in &ids {
+            env.wait_for(id, LONG, complete);
+        }
+        let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+        assert!(violations.is_empty(), "double run: {violations}");
+        for id in &ids {
+            assert!(env
+                .assignment(id)
+                .jobs
+                .iter()
+                .all(|j| j.status == JobStatus::Complete));
+        }
+    }
+}
+
+#[test]
+fn a_three_node_cluster_loses_a_node_and_work_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = NatsServer::cluster(&nats_server(), dir.path());
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    let mut env = nats_env(
+        &urls.join(","),
+        "cluster",
+        json!({}),
+        json!({"leaseMs": 3000, "killGraceMs": 300, "maxConcurrent": 4, "store": {"kind": "nats", "url": urls.join(","), "replicas": 3}}),
+    );
+    let work = env.work.clone();
+    let script = json!({"plan": working_plan(&work, json!([500, 1500])), "pm": completing_pm(&work, json!([200, 500]))});
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+    env.start_runner_n(0);
+    env.start_runner_n(1);
+    let ids: Vec<String> = (0..10)
+        .map(|i| {
+            env.wf_ok(&[
+                "create",
+                &format!("cluster {i}"),
+                "--independent",
+                "--start",
+                "plan",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + LONG;
+    while env.records("records").len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no job started:\n{}",
+            env.runner_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nodes[0].stop(true);
+    for id in &ids {
+        env.wait_for(id, LONG, complete);
+    }
+    let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+    assert!(violations.is_empty(), "double run: {violations}");
+}
+
+#[test]
+fn two_namespaces_on_one_server_never_take_each_others_work() {
+    let server = NatsServer::start(&nats_server());
+    let mut envs: Vec<TestEnv> = ["alpha", "beta"]
+        .iter()
+        .map(|ns| nats_env(&server.url(), ns, json!({}), json!({"maxConcurrent": 3})))
+        .collect();
+    let mut ids: Vec<HashSet<String>> = Vec::new();
+    for env in &mut envs {
+        let work = env.work.clone();
+        let script = json!({
+            "plan": [{"record": work.join("records").display().to_string()}, {"replay": fixture("text.jsonl")}],
+            "pm": completing_pm(&work, json!(0))
+        });
+        std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+        env.start_runner();
+        ids.push(
+            (0..5)
+                .map(|i| {
+                    env.wf_ok(&[
+                        "create",
+                        &format!("ns job {i}"),
+                        "--independent",
+                        "--start",
+                        "plan",
+                    ])
+                    .trim()
+                    .to_string()
+                })
+                .collect(),
+        );
+    }
+    for (env, mine) in envs.iter().zip(&ids) {
+        for id in mine {
+            env.wait_for(id, LONG, complete);
+        }
+        // Each namespace sees only its own assignments...
+        let listed: HashSet<String> = env
+            .wf_json(&["assignments"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(&listed, mine);
+        // ...and its runner ran only its own jobs.
+        let records = env.records("records");
+        assert_eq!(records.len(), 10, "5 plans and 5 PMs");
+        for r in records {
+            assert!(mine.contains(r["assignment"].as_str().unwrap()), "{r}");
+        }
+    }
+}
