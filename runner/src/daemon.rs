@@ -404,7 +404,10 @@ struct Scheduler {
     exclusive: bool,
     cache: HashMap<String, Assignment>,
     running: HashMap<String, RunningUnit>,
-    done: (mpsc::UnboundedSender<UnitDone>, mpsc::UnboundedReceiver<UnitDone>),
+    done: (
+        mpsc::UnboundedSender<UnitDone>,
+        mpsc::UnboundedReceiver<UnitDone>,
+    ),
     phase: Phase,
     retry_at: Option<tokio::time::Instant>,
     queue: Option<TokenQueue>,

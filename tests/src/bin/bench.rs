@@ -6,9 +6,12 @@
 //!
 //! - `wf assignments --json` with 200 assignments stored, through a running runner and with the
 //!   CLI opening the store itself.
-//! - Dispatch latency: from the runner's acknowledgement of `insert-job` to the agent process
-//!   running (its first instruction), one job at a time on an idle runner.
-//! - Throughput: assignments of one job (plus its PM) through one runner with an instant agent.
+//! - Dispatch latency: from the acknowledgement of `insert-job` (by the runner with sled, by
+//!   NATS with NATS) to the agent process running, one job at a time on an idle runner.
+//! - Throughput: assignments of one job (plus its PM) with an instant agent: sled with its one
+//!   runner, NATS with one and with three runners.
+//!
+//! The NATS figures use the first server of `$WF_NATS_SERVERS`, else `nats-server` on PATH.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,10 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use wf_runner::api::Request;
-use wf_runner::client::Client;
+use wf_runner::client::{Backend, Client};
 use wf_runner::model::AssignmentStatus;
 use wf_runner::ops::{CreateRequest, InsertResult, JobSpec};
-use wf_tests::{Bins, TestEnv};
+use wf_tests::{Bins, NatsServer, TestEnv};
 
 fn bins() -> Bins {
     let dir = std::env::current_exe()
@@ -127,8 +130,27 @@ fn wait_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
-fn dispatch_bench(bins: &Bins, out: &mut String) {
-    let mut env = TestEnv::new(bins, json!({}), json!({}));
+/// Opens the state of `env` the way `wf` does (the runner's socket for sled, NATS directly).
+fn backend(rt: &tokio::runtime::Runtime, env: &TestEnv) -> Backend {
+    let config = wf_runner::config::load(Some(&env.root.join(".wf/config.json")), &env.root)
+        .expect("config");
+    rt.block_on(Backend::open(&config)).expect("backend")
+}
+
+fn nats_env(
+    bins: &Bins,
+    server: &NatsServer,
+    script: serde_json::Value,
+    extra: serde_json::Value,
+) -> TestEnv {
+    let mut config = json!({"store": {"kind": "nats", "url": server.url()}});
+    if let (serde_json::Value::Object(c), serde_json::Value::Object(e)) = (&mut config, extra) {
+        c.extend(e);
+    }
+    TestEnv::new(bins, script, config)
+}
+
+fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
     let records = env.work.join("records");
     let script = json!({
         "plan": [{"record": records.display().to_string()}, {"result": "ok"}],
@@ -140,11 +162,8 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
         .enable_all()
         .build()
         .expect("rt");
-    let samples = 100;
+    let mut b = backend(&rt, &env);
     let mut latencies = Vec::new();
-    let mut c = rt
-        .block_on(Client::connect(&env.socket()))
-        .expect("connect");
     for i in 0..samples {
         let (doc, result, acked) = rt.block_on(async {
             let req = CreateRequest {
@@ -154,8 +173,7 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
                 start: None,
             };
             let doc: wf_runner::model::Assignment =
-                serde_json::from_value(c.call(Request::Create(req)).await.expect("create"))
-                    .expect("doc");
+                b.call_as(Request::Create(req)).await.expect("create");
             let insert = Request::InsertJobs {
                 assignment: doc.id.clone(),
                 jobs: vec![JobSpec {
@@ -167,9 +185,7 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
                 after: None,
                 caller: None,
             };
-            let result: InsertResult =
-                serde_json::from_value(c.call(insert).await.expect("insert"))
-                    .expect("insert result");
+            let result: InsertResult = b.call_as(insert).await.expect("insert");
             (doc, result, now_us())
         });
         let recs = wait_records(&records, i + 1);
@@ -181,33 +197,52 @@ fn dispatch_bench(bins: &Bins, out: &mut String) {
             d.status == AssignmentStatus::Complete && d.lease.is_none()
         });
     }
+    latencies
+}
+
+fn dispatch_bench(bins: &Bins, nats: Option<&Path>, out: &mut String) {
+    let samples = 100;
+    let sled = dispatch_samples(TestEnv::new(bins, json!({}), json!({})), samples);
+    let mut rows = format!("| sled (runner's socket) | {} |\n", stats(sled));
+    if let Some(bin) = nats {
+        let server = NatsServer::start(bin);
+        let v = server_version(bin);
+        let lat = dispatch_samples(nats_env(bins, &server, json!({}), json!({})), samples);
+        rows.push_str(&format!("| NATS {v}, loopback | {} |\n", stats(lat)));
+    }
     out.push_str(&format!(
         "### Dispatch latency: `insert-job` acknowledged → agent process running\n\n\
-         {samples} samples on an idle runner (sled), in ms. The agent's clock reading is its first\n\
-         instruction, so the figure includes fork/exec of the agent binary.\n\n\
-         | backend | min | p50 | p99 | max |\n|---|---|---|---|---|\n| sled | {} |\n\n",
-        stats(latencies)
+         {samples} samples per backend, one at a time on an idle runner, in ms. The agent's clock\n\
+         reading is its first instruction, so the figure includes fork/exec of the agent binary.\n\n\
+         | backend | min | p50 | p99 | max |\n|---|---|---|---|---|\n{rows}\n"
     ));
 }
 
-fn throughput_bench(bins: &Bins, out: &mut String) {
-    let n = 200;
-    let mut env = TestEnv::new(
-        bins,
-        json!({
-            "plan": [{"result": "ok"}],
-            "pm": [{"wf": ["update-assignment", "--status", "complete"]}, {"result": "ok"}]
-        }),
-        json!({"maxConcurrent": 8}),
-    );
-    env.start_runner();
+fn server_version(bin: &Path) -> String {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("nats-server --version");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('v')
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Runs `n` one-job assignments through `runners` runners; returns agent runs per second.
+fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
+    for r in 0..runners {
+        env.start_runner_n(r);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
+    let mut b = backend(&rt, &env);
     let started = Instant::now();
     let ids: Vec<String> = rt.block_on(async {
-        let mut c = Client::connect(&env.socket()).await.expect("connect");
         let mut ids = Vec::new();
         for i in 0..n {
             let req = CreateRequest {
@@ -222,26 +257,56 @@ fn throughput_bench(bins: &Bins, out: &mut String) {
                 }),
             };
             let doc: wf_runner::model::Assignment =
-                serde_json::from_value(c.call(Request::Create(req)).await.expect("create"))
-                    .expect("doc");
+                b.call_as(Request::Create(req)).await.expect("create");
             ids.push(doc.id);
         }
         ids
     });
+    eprintln!("created {n} in {:?}", started.elapsed());
     for id in &ids {
-        env.wait_for(id, Duration::from_secs(300), |d| {
+        env.wait_for(id, Duration::from_secs(600), |d| {
             d.status == AssignmentStatus::Complete && d.lease.is_none()
         });
     }
     let secs = started.elapsed().as_secs_f64();
+    eprintln!("done in {secs:.1}s");
+    (secs, (2 * n) as f64 / secs)
+}
+
+fn throughput_bench(bins: &Bins, nats: Option<&Path>, out: &mut String) {
+    let n = 200;
+    let script = json!({
+        "plan": [{"result": "ok"}],
+        "pm": [{"wf": ["update-assignment", "--status", "complete"]}, {"result": "ok"}]
+    });
+    let (secs, rate) = throughput(
+        TestEnv::new(bins, script.clone(), json!({"maxConcurrent": 8})),
+        1,
+        n,
+    );
+    let mut rows = format!("| sled | 1 | {} | {secs:.1} s | {rate:.1} |\n", 2 * n);
+    if let Some(bin) = nats {
+        let server = NatsServer::start(bin);
+        let v = server_version(bin);
+        for runners in [1, 3] {
+            let env = nats_env(
+                bins,
+                &server,
+                script.clone(),
+                json!({"maxConcurrent": 8, "namespace": format!("tp{runners}")}),
+            );
+            let (secs, rate) = throughput(env, runners, n);
+            rows.push_str(&format!(
+                "| NATS {v} | {runners} | {} | {secs:.1} s | {rate:.1} |\n",
+                2 * n
+            ));
+        }
+    }
     out.push_str(&format!(
         "### Throughput with an instant agent\n\n\
          {n} assignments, each one job plus its PM job (which runs `wf update-assignment --status\n\
-         complete`), `maxConcurrent` 8, one runner.\n\n\
-         | backend | runners | agent runs | wall time | agent runs/s |\n|---|---|---|---|---|\n\
-         | sled | 1 | {} | {secs:.1} s | {:.1} |\n\n",
-        2 * n,
-        (2 * n) as f64 / secs
+         complete`), `maxConcurrent` 8 per runner, all created up front.\n\n\
+         | backend | runners | agent runs | wall time | agent runs/s |\n|---|---|---|---|---|\n{rows}\n"
     ));
 }
 
@@ -253,11 +318,14 @@ fn main() {
     if all || which.iter().any(|w| w == "list") {
         list_bench(&bins, &mut out);
     }
+    let nats = std::env::var_os("WF_NATS_SERVERS")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .or_else(|| Some(wf_tests::nats_server()));
     if all || which.iter().any(|w| w == "dispatch") {
-        dispatch_bench(&bins, &mut out);
+        dispatch_bench(&bins, nats.as_deref(), &mut out);
     }
     if all || which.iter().any(|w| w == "throughput") {
-        throughput_bench(&bins, &mut out);
+        throughput_bench(&bins, nats.as_deref(), &mut out);
     }
     let rustc = Command::new("rustc")
         .arg("--version")
