@@ -141,6 +141,11 @@ pub(crate) enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Check the configured harnesses (installed? version? login?) and the store.
+    Doctor {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Run the whole loop offline with a simulated agent, in a throwaway directory.
     Demo {
         /// Keep the demo directory instead of deleting it.

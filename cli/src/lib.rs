@@ -6,6 +6,7 @@
 
 mod args;
 mod demo;
+mod doctor;
 mod output;
 mod sim;
 
@@ -42,8 +43,8 @@ pub mod exit {
 /// A failed command: its message and exit code.
 #[derive(Debug)]
 pub struct Failure {
-    code: u8,
-    message: String,
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
@@ -109,6 +110,7 @@ pub fn main_impl() -> ExitCode {
     let result = match cli.command {
         Command::SimulateAgent => sim::main(),
         Command::Demo { keep } => demo::main(cli.config.as_deref(), keep),
+        Command::Doctor { json } => run_doctor(cli.config.as_deref(), json.json),
         command => run_blocking(cli.config.as_deref(), command),
     };
     match result {
@@ -133,6 +135,18 @@ fn run_blocking(config_path: Option<&Path>, command: Command) -> Result<()> {
         let mut backend = Backend::open(&config).await?;
         run(&mut backend, command).await
     })
+}
+
+fn run_doctor(config_path: Option<&Path>, json: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            code: exit::ERROR,
+            message: format!("cannot start the async runtime: {e}"),
+        })?;
+    let config = load_config(config_path)?;
+    runtime.block_on(doctor::run(&config, json))
 }
 
 /// Loads the configuration the way every command does.
@@ -398,7 +412,9 @@ async fn run(backend: &mut Backend, command: Command) -> Result<()> {
                 println!("{}", output::queue(&view, now));
             }
         }
-        Command::Demo { .. } | Command::SimulateAgent => unreachable!("dispatched in main_impl"),
+        Command::Demo { .. } | Command::SimulateAgent | Command::Doctor { .. } => {
+            unreachable!("dispatched before a backend is opened")
+        }
     }
     Ok(())
 }

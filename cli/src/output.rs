@@ -63,6 +63,15 @@ fn job_status(j: &Job) -> Cell {
     status_cell(&text, c)
 }
 
+/// A table of plain strings.
+pub(crate) fn plain_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = table(headers);
+    for row in rows {
+        t.add_row(row);
+    }
+    t.to_string()
+}
+
 /// "3s", "4m 05s", "2h 07m".
 pub(crate) fn duration(ms: u64) -> String {
     let s = ms / 1000;

@@ -172,6 +172,7 @@ fn job_record(doc: &Assignment, new: &NewJob, group_id: Option<&str>, now: Milli
         session_id: None,
         usage: Usage::default(),
         retry_after: None,
+        pauses: 0,
         has_context: new.has_context,
         has_result: false,
         exit_code: None,
@@ -689,6 +690,7 @@ pub fn record_attempt(
         Outcome::RetryAt(at) => {
             job.status = JobStatus::WaitingRetry;
             job.retry_after = Some(at);
+            job.pauses += 1;
         }
         Outcome::Requeue => {
             job.status = JobStatus::Pending;

@@ -82,6 +82,32 @@ pub struct RawConfig {
     /// Harness definitions by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub harnesses: Option<BTreeMap<String, RawHarness>>,
+    /// Prices per model, for harnesses that report no cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prices: Option<BTreeMap<String, Price>>,
+    /// Waits before each retry of a job paused by a transient error (the last repeats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<Vec<u64>>,
+    /// How many times one job may be paused by transient errors before it fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pauses: Option<u32>,
+}
+
+/// How jobs paused by transient errors are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait before retry n (1-based); the last entry repeats.
+    pub backoff_ms: Vec<u64>,
+    /// Pauses allowed per job before it fails.
+    pub max_pauses: u32,
+}
+
+impl RetryPolicy {
+    /// The wait before retry `n` (1-based).
+    pub fn backoff(&self, n: u32) -> u64 {
+        let idx = (n.max(1) as usize - 1).min(self.backoff_ms.len() - 1);
+        self.backoff_ms[idx]
+    }
 }
 
 /// The `store` object.
@@ -138,12 +164,35 @@ pub struct RawHarness {
     /// The default model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Which stream format it speaks: `claude` (default for `claude` and custom harnesses).
+    /// Custom harnesses: the stream format of stdout (`claude`, `codex`, `gemini`, `text`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// Claude's permission mode (`acceptEdits` by default).
+    /// Claude: `--permission-mode` (`acceptEdits` by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<String>,
+    /// Claude: `--allowedTools` (by default `Bash(wf:*)`, so that PM jobs can run `wf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// Codex: the sandbox (`read-only`, `workspace-write`, `danger-full-access`, or `bypass`
+    /// for `--dangerously-bypass-approvals-and-sandbox`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// Gemini: `--approval-mode` (`default`, `auto_edit`, `yolo`, `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<String>,
+}
+
+/// A price for computing the cost of harnesses that report none (Codex, Gemini).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Price {
+    /// US dollars per million input tokens (cached ones included, unless priced below).
+    pub input_per_m_tok: f64,
+    /// US dollars per million output tokens.
+    pub output_per_m_tok: f64,
+    /// US dollars per million cached input tokens, when cheaper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_m_tok: Option<f64>,
 }
 
 /// Where state lives, resolved.
@@ -199,7 +248,48 @@ impl std::fmt::Debug for StoreConfig {
 pub enum StreamFormat {
     /// Claude Code `--output-format stream-json`.
     Claude,
+    /// Codex `exec --json`.
+    Codex,
+    /// Gemini CLI `--output-format stream-json`.
+    Gemini,
+    /// Plain text: every line is output; success is exit status 0.
+    Text,
 }
+
+impl StreamFormat {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFormat::Claude => "claude",
+            StreamFormat::Codex => "codex",
+            StreamFormat::Gemini => "gemini",
+            StreamFormat::Text => "text",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "claude" => Ok(StreamFormat::Claude),
+            "codex" => Ok(StreamFormat::Codex),
+            "gemini" => Ok(StreamFormat::Gemini),
+            "text" => Ok(StreamFormat::Text),
+            other => Err(format!(
+                "format: unknown stream format {other:?} (expected: claude, codex, gemini, text)"
+            )),
+        }
+    }
+}
+
+/// Codex's sandbox choices (`bypass` = `--dangerously-bypass-approvals-and-sandbox`).
+pub const CODEX_SANDBOXES: &[&str] = &[
+    "read-only",
+    "workspace-write",
+    "danger-full-access",
+    "bypass",
+];
+
+/// Gemini's approval modes.
+pub const GEMINI_APPROVAL_MODES: &[&str] = &["default", "auto_edit", "yolo", "plan"];
 
 /// Claude's permission modes (`--permission-mode`).
 pub const CLAUDE_PERMISSION_MODES: &[&str] = &[
@@ -230,6 +320,12 @@ pub struct HarnessConfig {
     pub format: StreamFormat,
     /// Claude permission mode.
     pub permission_mode: String,
+    /// Claude allowed tools.
+    pub allowed_tools: Vec<String>,
+    /// Codex sandbox.
+    pub sandbox: String,
+    /// Gemini approval mode.
+    pub approval_mode: String,
 }
 
 /// Whether wf builds the command line or the user gave all of it.
@@ -237,8 +333,25 @@ pub struct HarnessConfig {
 pub enum HarnessKind {
     /// Claude Code: wf adds `-p --output-format stream-json --verbose`, model and permissions.
     Claude,
-    /// A custom command: run exactly as configured, prompt on stdin.
+    /// Codex CLI: wf adds `exec --json --skip-git-repo-check`, sandbox and model.
+    Codex,
+    /// Gemini CLI: wf adds `--output-format stream-json --skip-trust`, approval mode and model.
+    Gemini,
+    /// A custom command: run as configured; the prompt goes on stdin, or replaces `{prompt}`
+    /// in an argument.
     Custom,
+}
+
+impl HarnessKind {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HarnessKind::Claude => "claude",
+            HarnessKind::Codex => "codex",
+            HarnessKind::Gemini => "gemini",
+            HarnessKind::Custom => "custom",
+        }
+    }
 }
 
 /// A harness choice for a job type: harness name plus optional model.
@@ -283,6 +396,10 @@ pub struct Config {
     pub harness_defaults: BTreeMap<Option<JobType>, Vec<HarnessChoice>>,
     /// Harnesses by name.
     pub harnesses: BTreeMap<String, HarnessConfig>,
+    /// Prices per model.
+    pub prices: BTreeMap<String, Price>,
+    /// Retries of paused jobs.
+    pub retry: RetryPolicy,
 }
 
 impl Config {
@@ -351,6 +468,9 @@ impl Config {
                     })
                     .collect(),
             ),
+            prices: Some(self.prices.clone()),
+            retry_backoff_ms: Some(self.retry.backoff_ms.clone()),
+            max_pauses: Some(self.retry.max_pauses),
             harnesses: Some(
                 self.harnesses
                     .iter()
@@ -362,20 +482,21 @@ impl Config {
                                 args: Some(h.args.clone()),
                                 env: Some(h.env.clone()),
                                 model: h.model.clone(),
-                                format: Some(format_name(h.format).into()),
-                                permission_mode: Some(h.permission_mode.clone()),
+                                format: (h.kind == HarnessKind::Custom)
+                                    .then(|| h.format.as_str().to_string()),
+                                permission_mode: (h.kind == HarnessKind::Claude)
+                                    .then(|| h.permission_mode.clone()),
+                                allowed_tools: (h.kind == HarnessKind::Claude)
+                                    .then(|| h.allowed_tools.clone()),
+                                sandbox: (h.kind == HarnessKind::Codex).then(|| h.sandbox.clone()),
+                                approval_mode: (h.kind == HarnessKind::Gemini)
+                                    .then(|| h.approval_mode.clone()),
                             },
                         )
                     })
                     .collect(),
             ),
         }
-    }
-}
-
-fn format_name(f: StreamFormat) -> &'static str {
-    match f {
-        StreamFormat::Claude => "claude",
     }
 }
 
@@ -478,10 +599,12 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
     }
 
     let mut harnesses = BTreeMap::new();
-    harnesses.insert("claude".to_string(), builtin_harness("claude"));
+    for name in ["claude", "codex", "gemini"] {
+        harnesses.insert(name.to_string(), builtin_harness(name).expect("built in"));
+    }
     for (name, h) in raw.harnesses.clone().unwrap_or_default() {
-        let harness = resolve_harness(&name, h, harnesses.remove(&name))
-            .map_err(|m| invalid(format!("harnesses.{name}: {m}")))?;
+        let harness =
+            resolve_harness(&name, h).map_err(|m| invalid(format!("harnesses.{name}: {m}")))?;
         harnesses.insert(name, harness);
     }
 
@@ -521,8 +644,32 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
         harness_defaults.insert(job_type, choices);
     }
 
+    let backoff_ms = raw
+        .retry_backoff_ms
+        .clone()
+        .unwrap_or_else(|| vec![60_000, 120_000, 300_000, 900_000, 1_800_000]);
+    if backoff_ms.is_empty() {
+        return Err(invalid("retryBackoffMs: give at least one wait".into()));
+    }
+    for (model, price) in raw.prices.iter().flatten() {
+        let values = [
+            Some(price.input_per_m_tok),
+            Some(price.output_per_m_tok),
+            price.cached_input_per_m_tok,
+        ];
+        if values.iter().flatten().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(invalid(format!(
+                "prices.{model}: prices are non-negative numbers"
+            )));
+        }
+    }
     Ok(Config {
         file,
+        prices: raw.prices.clone().unwrap_or_default(),
+        retry: RetryPolicy {
+            backoff_ms,
+            max_pauses: raw.max_pauses.unwrap_or(8),
+        },
         root: root.to_path_buf(),
         namespace,
         store,
@@ -546,30 +693,41 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
     })
 }
 
-fn builtin_harness(name: &str) -> HarnessConfig {
-    HarnessConfig {
+/// The built-in harness called `name`, if there is one.
+fn builtin_harness(name: &str) -> Option<HarnessConfig> {
+    let (kind, format) = match name {
+        "claude" => (HarnessKind::Claude, StreamFormat::Claude),
+        "codex" => (HarnessKind::Codex, StreamFormat::Codex),
+        "gemini" => (HarnessKind::Gemini, StreamFormat::Gemini),
+        _ => return None,
+    };
+    Some(HarnessConfig {
         name: name.to_string(),
-        kind: HarnessKind::Claude,
+        kind,
         command: name.to_string(),
         args: Vec::new(),
         env: BTreeMap::new(),
         model: None,
-        format: StreamFormat::Claude,
+        format,
         permission_mode: "acceptEdits".to_string(),
+        allowed_tools: vec!["Bash(wf:*)".to_string()],
+        sandbox: "workspace-write".to_string(),
+        approval_mode: "auto_edit".to_string(),
+    })
+}
+
+fn one_of(key: &str, value: String, allowed: &[&str]) -> Result<String, String> {
+    if allowed.contains(&value.as_str()) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{key}: unknown value {value:?} (expected one of: {})",
+            allowed.join(", ")
+        ))
     }
 }
 
-fn resolve_harness(
-    name: &str,
-    raw: RawHarness,
-    builtin: Option<HarnessConfig>,
-) -> Result<HarnessConfig, String> {
-    let custom = builtin.is_none();
-    let mut h = builtin.unwrap_or_else(|| HarnessConfig {
-        name: name.to_string(),
-        kind: HarnessKind::Custom,
-        ..builtin_harness(name)
-    });
+fn resolve_harness(name: &str, raw: RawHarness) -> Result<HarnessConfig, String> {
     if name.is_empty()
         || !name
             .bytes()
@@ -577,6 +735,25 @@ fn resolve_harness(
     {
         return Err("harness names use letters, digits, - and _".into());
     }
+    let builtin = builtin_harness(name);
+    let custom = builtin.is_none();
+    let mut h = builtin.unwrap_or_else(|| HarnessConfig {
+        name: name.to_string(),
+        kind: HarnessKind::Custom,
+        format: StreamFormat::Text,
+        ..builtin_harness("claude").expect("claude is built in")
+    });
+    let only = |key: &str, kind: HarnessKind| -> Result<(), String> {
+        if h.kind == kind {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key} applies only to the {} harness, not to a {} one",
+                kind.as_str(),
+                h.kind.as_str()
+            ))
+        }
+    };
     match raw.command {
         Some(c) if c.trim().is_empty() => return Err("command: empty".into()),
         Some(c) => h.command = c,
@@ -593,23 +770,28 @@ fn resolve_harness(
         h.model = raw.model;
     }
     if let Some(format) = raw.format {
-        h.format = match format.as_str() {
-            "claude" => StreamFormat::Claude,
-            other => {
-                return Err(format!(
-                    "format: unknown stream format {other:?} (expected: claude)"
-                ))
-            }
-        };
-    }
-    if let Some(mode) = raw.permission_mode {
-        if !CLAUDE_PERMISSION_MODES.contains(&mode.as_str()) {
+        if !custom {
             return Err(format!(
-                "permissionMode: unknown mode {mode:?} (expected one of: {})",
-                CLAUDE_PERMISSION_MODES.join(", ")
+                "format: the {name} harness speaks its own format; format is for custom harnesses"
             ));
         }
-        h.permission_mode = mode;
+        h.format = StreamFormat::parse(&format)?;
+    }
+    if let Some(mode) = raw.permission_mode {
+        only("permissionMode", HarnessKind::Claude)?;
+        h.permission_mode = one_of("permissionMode", mode, CLAUDE_PERMISSION_MODES)?;
+    }
+    if let Some(tools) = raw.allowed_tools {
+        only("allowedTools", HarnessKind::Claude)?;
+        h.allowed_tools = tools;
+    }
+    if let Some(sandbox) = raw.sandbox {
+        only("sandbox", HarnessKind::Codex)?;
+        h.sandbox = one_of("sandbox", sandbox, CODEX_SANDBOXES)?;
+    }
+    if let Some(mode) = raw.approval_mode {
+        only("approvalMode", HarnessKind::Gemini)?;
+        h.approval_mode = one_of("approvalMode", mode, GEMINI_APPROVAL_MODES)?;
     }
     Ok(h)
 }
@@ -806,6 +988,32 @@ mod tests {
                 r#"{"harnesses": {"x": {"command": "x", "format": "xml"}}}"#,
                 "format",
             ),
+            (
+                r#"{"harnesses": {"codex": {"permissionMode": "plan"}}}"#,
+                "permissionMode applies only to the claude harness",
+            ),
+            (
+                r#"{"harnesses": {"claude": {"sandbox": "bypass"}}}"#,
+                "sandbox applies only to the codex harness",
+            ),
+            (
+                r#"{"harnesses": {"codex": {"sandbox": "open"}}}"#,
+                "sandbox: unknown value",
+            ),
+            (
+                r#"{"harnesses": {"gemini": {"approvalMode": "yes"}}}"#,
+                "approvalMode: unknown value",
+            ),
+            (
+                r#"{"harnesses": {"gemini": {"format": "text"}}}"#,
+                "format is for custom harnesses",
+            ),
+            (
+                r#"{"prices": {"m": {"inputPerMTok": -1, "outputPerMTok": 1}}}"#,
+                "prices.m",
+            ),
+            (r#"{"prices": {"m": {"inputPerMTok": 1}}}"#, "outputPerMTok"),
+            (r#"{"retryBackoffMs": []}"#, "retryBackoffMs"),
             ("{", "EOF"),
         ] {
             let err = parse(text).unwrap_err().to_string();

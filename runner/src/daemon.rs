@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use crate::chain::{self, AttemptReport, ChainError, LeaseView, Outcome, Readiness};
 use crate::config::{Config, StoreConfig};
 use crate::harness::process::{self, Flow, Limits, Line};
-use crate::harness::{self, AgentEvent, Ended, Parsed, RunLog, Verdict};
+use crate::harness::{self, Ended, Parsed, RunLog, Verdict};
 use crate::model::{Assignment, FailureReason, Job};
 use crate::ops::{self, now_ms};
 use crate::prompt::{self, PriorResult, PromptInput, Templates};
@@ -935,13 +935,16 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
             None,
         );
     };
-    let spec = harness::command(
+    let spec = match harness::command(
         harness_cfg,
         job.model.as_deref(),
         &prompt,
         ctx.config.workdir.clone(),
         ctx.running_as_root,
-    );
+    ) {
+        Ok(spec) => spec,
+        Err(e) => return Attempted::Done(failed(FailureReason::SpawnError, e.to_string()), None),
+    };
     let mut env = ctx.base_env.clone();
     env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
     env.insert("WF_JOB_ID".into(), job.id.clone());
@@ -980,9 +983,10 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
                 Line::Invalid(why) => Parsed::Malformed(why),
             };
             log.push(&parsed);
-            match &parsed {
-                Parsed::Events(events) if events.iter().any(|e| matches!(e, AgentEvent::Result(_))) => Flow::Terminal,
-                _ => Flow::Continue,
+            if harness::is_terminal(&parsed) {
+                Flow::Terminal
+            } else {
+                Flow::Continue
             }
         },
     )
@@ -996,8 +1000,26 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
             if !exit.stderr_tail.is_empty() {
                 let _ = std::fs::write(transcript_path.with_extension("stderr"), &exit.stderr_tail);
             }
-            let mut verdict =
-                harness::judge(&log, &exit.ended, &exit.stderr_tail, now_ms(), job.attempt);
+            let input = harness::JudgeInput {
+                ended: &exit.ended,
+                stderr_tail: &exit.stderr_tail,
+                format,
+                now: now_ms(),
+                pauses: job.pauses,
+                retry: &ctx.config.retry,
+            };
+            let mut verdict = harness::judge(&log, &input);
+            if verdict.usage.cost_usd.is_none() {
+                let model = job
+                    .model
+                    .as_ref()
+                    .or(harness_cfg.model.as_ref())
+                    .or(log.model.as_ref());
+                if let Some(price) = model.and_then(|m| ctx.config.prices.get(m)) {
+                    let cached = log.result.as_ref().map_or(0, |r| r.cached_input_tokens);
+                    verdict.usage.cost_usd = Some(harness::cost(&verdict.usage, cached, price));
+                }
+            }
             if exit.ended == Ended::Cancelled {
                 match stop.reason() {
                     Some(StopReason::LeaseLost) => {

@@ -196,6 +196,8 @@ pub struct Job {
     pub usage: Usage,
     /// When a job paused by a transient error may run again.
     pub retry_after: Option<Millis>,
+    /// How many times transient errors paused it.
+    pub pauses: u32,
     /// Whether a context text is stored for the job.
     pub has_context: bool,
     /// Whether a result text is stored for the latest attempt.

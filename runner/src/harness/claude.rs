@@ -147,14 +147,19 @@ fn result(v: &Value) -> AgentResult {
             })
             .unwrap_or_else(|| format!("{} (no result text)", str_of(v, "subtype").unwrap_or("?"))),
     };
+    let api_error_status = v
+        .get("api_error_status")
+        .and_then(Value::as_u64)
+        .map(|s| s as u16);
+    // "Not logged in" and friends carry no status; their words decide.
+    let transient = !success && api_error_status.is_none() && super::classify_error_text(&text).1;
     AgentResult {
         success,
         text,
         usage: usage(v),
-        api_error_status: v
-            .get("api_error_status")
-            .and_then(Value::as_u64)
-            .map(|s| s as u16),
+        cached_input_tokens: 0,
+        api_error_status,
+        transient,
     }
 }
 

@@ -3,21 +3,72 @@
 use super::*;
 use crate::config::{resolve, RawConfig};
 
-macro_rules! fixture {
-    ($name:literal) => {
+macro_rules! fixture_of {
+    ($cli:literal, $name:literal) => {
         (
-            include_str!(concat!("../../../tests/fixtures/claude/", $name, ".jsonl")),
-            include_str!(concat!("../../../tests/fixtures/claude/", $name, ".rc")),
-            include_str!(concat!("../../../tests/fixtures/claude/", $name, ".stderr")),
+            include_str!(concat!(
+                "../../../tests/fixtures/",
+                $cli,
+                "/",
+                $name,
+                ".jsonl"
+            )),
+            include_str!(concat!("../../../tests/fixtures/", $cli, "/", $name, ".rc")),
+            include_str!(concat!(
+                "../../../tests/fixtures/",
+                $cli,
+                "/",
+                $name,
+                ".stderr"
+            )),
         )
     };
 }
 
+macro_rules! fixture {
+    ($name:literal) => {
+        fixture_of!("claude", $name)
+    };
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        backoff_ms: vec![60_000, 120_000, 300_000],
+        max_pauses: 3,
+    }
+}
+
+fn run_judge(
+    log: &RunLog,
+    ended: &Ended,
+    stderr: &str,
+    now: Millis,
+    pauses: u32,
+    format: StreamFormat,
+) -> Verdict {
+    let policy = policy();
+    judge(
+        log,
+        &JudgeInput {
+            ended,
+            stderr_tail: stderr,
+            format,
+            now,
+            pauses,
+            retry: &policy,
+        },
+    )
+}
+
 /// Replays a recorded run through the parser and the judge.
-fn replay((stdout, rc, stderr): (&str, &str, &str)) -> (RunLog, Verdict) {
+fn replay(f: (&str, &str, &str)) -> (RunLog, Verdict) {
+    replay_as(StreamFormat::Claude, f)
+}
+
+fn replay_as(format: StreamFormat, (stdout, rc, stderr): (&str, &str, &str)) -> (RunLog, Verdict) {
     let mut log = RunLog::default();
     for line in stdout.lines() {
-        log.push(&claude::parse_line(line));
+        log.push(&parse_line(format, line));
     }
     let code: i32 = rc.trim().parse().unwrap();
     let ended = if code >= 128 {
@@ -31,7 +82,7 @@ fn replay((stdout, rc, stderr): (&str, &str, &str)) -> (RunLog, Verdict) {
             signal: None,
         }
     };
-    let verdict = judge(&log, &ended, stderr, 1_000_000, 1);
+    let verdict = run_judge(&log, &ended, stderr, 1_000_000, 0, format);
     (log, verdict)
 }
 
@@ -150,7 +201,7 @@ fn no_result_event_is_a_failure() {
     assert!(v.detail.unwrap().contains("root"));
 
     // Exit 0 and no result: a malformed stream.
-    let v = judge(
+    let v = run_judge(
         &RunLog::default(),
         &Ended::Exited {
             code: Some(0),
@@ -158,7 +209,8 @@ fn no_result_event_is_a_failure() {
         },
         "",
         0,
-        1,
+        0,
+        StreamFormat::Claude,
     );
     assert_eq!(v.outcome, Outcome::Failed(FailureReason::MalformedStream));
 }
@@ -166,7 +218,7 @@ fn no_result_event_is_a_failure() {
 #[test]
 fn success_needs_exit_zero_too() {
     let (mut log, _) = replay(fixture!("text"));
-    let v = judge(
+    let v = run_judge(
         &log,
         &Ended::Exited {
             code: Some(1),
@@ -174,7 +226,8 @@ fn success_needs_exit_zero_too() {
         },
         "mcp failed",
         0,
-        1,
+        0,
+        StreamFormat::Claude,
     );
     assert_eq!(v.outcome, Outcome::Failed(FailureReason::Exit));
     assert!(v
@@ -182,9 +235,9 @@ fn success_needs_exit_zero_too() {
         .unwrap()
         .contains("reported success but ended with exit code 1"));
     log.result = None;
-    let v = judge(&log, &Ended::TimedOut, "", 0, 1);
+    let v = run_judge(&log, &Ended::TimedOut, "", 0, 0, StreamFormat::Claude);
     assert_eq!(v.outcome, Outcome::Failed(FailureReason::Timeout));
-    let v = judge(&log, &Ended::IdleTimedOut, "", 0, 1);
+    let v = run_judge(&log, &Ended::IdleTimedOut, "", 0, 0, StreamFormat::Claude);
     assert_eq!(v.outcome, Outcome::Failed(FailureReason::IdleTimeout));
 }
 
@@ -206,7 +259,7 @@ fn garbage_lines_are_counted_not_fatal() {
         log.push(&claude::parse_line(line));
     }
     assert_eq!(log.malformed, 1);
-    let v = judge(
+    let v = run_judge(
         &log,
         &Ended::Exited {
             code: Some(0),
@@ -214,7 +267,8 @@ fn garbage_lines_are_counted_not_fatal() {
         },
         "",
         0,
-        1,
+        0,
+        StreamFormat::Claude,
     );
     assert_eq!(v.outcome, Outcome::Complete);
 }
@@ -225,7 +279,7 @@ fn rate_limit_events_pause_until_the_reset() {
     let mut log = RunLog::default();
     log.push(&claude::parse_line(line));
     assert_eq!(log.rate_limited, Some(Some(2_000_000)));
-    let v = judge(
+    let v = run_judge(
         &log,
         &Ended::Exited {
             code: Some(1),
@@ -233,7 +287,8 @@ fn rate_limit_events_pause_until_the_reset() {
         },
         "",
         1_000_000,
-        1,
+        0,
+        StreamFormat::Claude,
     );
     assert_eq!(v.outcome, Outcome::RetryAt(2_030_000));
     // An allowed status is not a pause.
@@ -244,22 +299,55 @@ fn rate_limit_events_pause_until_the_reset() {
 }
 
 #[test]
-fn backoff_grows_and_caps() {
-    assert_eq!(backoff_ms(1), 60_000);
-    assert_eq!(backoff_ms(3), 300_000);
-    assert_eq!(backoff_ms(50), 1_800_000);
+fn backoff_grows_caps_and_gives_up() {
+    let p = policy();
+    assert_eq!(p.backoff(1), 60_000);
+    assert_eq!(p.backoff(3), 300_000);
+    assert_eq!(p.backoff(50), 300_000);
+    let (log, _) = replay(fixture!("error529"));
+    let v = run_judge(
+        &log,
+        &Ended::Exited {
+            code: Some(1),
+            signal: None,
+        },
+        "",
+        0,
+        2,
+        StreamFormat::Claude,
+    );
+    assert_eq!(v.outcome, Outcome::RetryAt(300_000));
+    let v = run_judge(
+        &log,
+        &Ended::Exited {
+            code: Some(1),
+            signal: None,
+        },
+        "",
+        0,
+        3,
+        StreamFormat::Claude,
+    );
+    assert_eq!(v.outcome, Outcome::Failed(FailureReason::Exit));
+    assert!(v
+        .detail
+        .unwrap()
+        .starts_with("gave up after 3 pauses for transient errors"));
+}
+
+fn config(text: &str) -> crate::config::Config {
+    let raw: RawConfig = serde_json::from_str(text).unwrap();
+    resolve(raw, None, std::path::Path::new("/p")).unwrap()
 }
 
 #[test]
 fn claude_command_line() {
-    let raw: RawConfig = serde_json::from_str(
+    let c = config(
         r#"{"harnesses": {"claude": {"args": ["--max-turns", "40"], "model": "opus",
              "permissionMode": "bypassPermissions"}}}"#,
-    )
-    .unwrap();
-    let c = resolve(raw, None, std::path::Path::new("/p")).unwrap();
+    );
     let h = &c.harnesses["claude"];
-    let spec = command(h, Some("sonnet"), "do it", "/p".into(), true);
+    let spec = command(h, Some("sonnet"), "do it", "/p".into(), true).unwrap();
     assert_eq!(spec.program, "claude");
     assert_eq!(
         spec.args,
@@ -272,6 +360,7 @@ fn claude_command_line() {
             "bypassPermissions",
             "--model",
             "sonnet",
+            "--allowedTools=Bash(wf:*)",
             "--max-turns",
             "40"
         ]
@@ -279,7 +368,299 @@ fn claude_command_line() {
     assert_eq!(spec.stdin.as_deref(), Some(&b"do it"[..]));
     assert_eq!(spec.env.get("IS_SANDBOX").map(String::as_str), Some("1"));
     // Not root: no sandbox claim. No job model: the harness model.
-    let spec = command(h, None, "x", "/p".into(), false);
+    let spec = command(h, None, "x", "/p".into(), false).unwrap();
     assert!(!spec.env.contains_key("IS_SANDBOX"));
     assert!(spec.args.windows(2).any(|w| w == ["--model", "opus"]));
+}
+
+#[test]
+fn codex_and_gemini_command_lines() {
+    let c = config(
+        r#"{"harnesses": {"codex": {"sandbox": "bypass", "model": "gpt-5", "args": ["-c", "k=v"]},
+                          "gemini": {"approvalMode": "yolo"}}}"#,
+    );
+    let spec = command(&c.harnesses["codex"], None, "p", "/p".into(), true).unwrap();
+    assert_eq!(
+        spec.args,
+        [
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--model",
+            "gpt-5",
+            "-c",
+            "k=v",
+            "-"
+        ]
+    );
+    assert_eq!(spec.stdin.as_deref(), Some(&b"p"[..]));
+    let defaults = config("{}");
+    let spec = command(&defaults.harnesses["codex"], None, "p", "/p".into(), true).unwrap();
+    assert!(spec
+        .args
+        .windows(2)
+        .any(|w| w == ["--sandbox", "workspace-write"]));
+    let spec = command(
+        &c.harnesses["gemini"],
+        Some("gemini-2.5-pro"),
+        "p",
+        "/p".into(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        spec.args,
+        [
+            "--output-format",
+            "stream-json",
+            "--skip-trust",
+            "--yolo",
+            "--model",
+            "gemini-2.5-pro"
+        ]
+    );
+    let spec = command(&defaults.harnesses["gemini"], None, "p", "/p".into(), true).unwrap();
+    assert!(spec
+        .args
+        .windows(2)
+        .any(|w| w == ["--approval-mode", "auto_edit"]));
+}
+
+#[test]
+fn custom_harnesses_take_the_prompt_on_stdin_or_in_an_argument() {
+    let c = config(
+        r#"{"harnesses": {
+            "piped": {"command": "my-agent", "args": ["--fast"], "format": "codex"},
+            "argv": {"command": "llm", "args": ["-m", "{model}", "{prompt}"], "model": "m1"}}}"#,
+    );
+    let spec = command(
+        &c.harnesses["piped"],
+        Some("x"),
+        "hello",
+        "/p".into(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        (spec.args.as_slice(), spec.stdin.as_deref()),
+        (&["--fast".to_string()][..], Some(&b"hello"[..]))
+    );
+    assert_eq!(spec.env.get("WF_MODEL").map(String::as_str), Some("x"));
+    let spec = command(&c.harnesses["argv"], None, "hello", "/p".into(), false).unwrap();
+    assert_eq!(spec.args, ["-m", "m1", "hello"]);
+    assert_eq!(spec.stdin, None);
+    let long = "x".repeat(200_000);
+    assert_eq!(
+        command(&c.harnesses["argv"], None, &long, "/p".into(), false),
+        Err(PromptTooLong(200_000))
+    );
+    assert_eq!(c.harnesses["argv"].format, StreamFormat::Text);
+}
+
+#[test]
+fn plain_text_harnesses_succeed_on_exit_zero() {
+    let mut log = RunLog::default();
+    for line in ["first line", "second line"] {
+        log.push(&parse_line(StreamFormat::Text, line));
+    }
+    let v = run_judge(
+        &log,
+        &Ended::Exited {
+            code: Some(0),
+            signal: None,
+        },
+        "",
+        0,
+        0,
+        StreamFormat::Text,
+    );
+    assert_eq!(
+        (v.outcome, v.text.as_str()),
+        (Outcome::Complete, "first line\nsecond line")
+    );
+    let v = run_judge(
+        &log,
+        &Ended::Exited {
+            code: Some(2),
+            signal: None,
+        },
+        "boom",
+        0,
+        0,
+        StreamFormat::Text,
+    );
+    assert_eq!(v.outcome, Outcome::Failed(FailureReason::Exit));
+    assert!(v.detail.unwrap().contains("exit code 2; stderr: boom"));
+}
+
+macro_rules! codex {
+    ($name:literal) => {
+        replay_as(StreamFormat::Codex, fixture_of!("codex", $name))
+    };
+}
+
+macro_rules! gemini {
+    ($name:literal) => {
+        replay_as(StreamFormat::Gemini, fixture_of!("gemini", $name))
+    };
+}
+
+#[test]
+fn codex_successful_runs() {
+    let (log, v) = codex!("tool_shell_write");
+    assert_eq!(v.outcome, Outcome::Complete);
+    assert_eq!(
+        v.text,
+        "Done: I wrote hello.txt containing 'hello from codex'."
+    );
+    assert_eq!(
+        log.session_id.as_deref(),
+        Some("01a1fd2b-161a-7493-86f4-fef3f022d9a7")
+    );
+    assert_eq!(log.tool_calls, 1);
+    assert_eq!(
+        (
+            v.usage.input_tokens,
+            v.usage.output_tokens,
+            v.usage.cost_usd
+        ),
+        (6058, 84, None)
+    );
+    assert_eq!(log.result.as_ref().unwrap().cached_input_tokens, 400);
+    for f in [
+        codex!("text"),
+        codex!("tool_patch"),
+        codex!("tool_shell_fail"),
+        codex!("mcp_tool"),
+        codex!("flaky500"),
+    ] {
+        assert_eq!(f.1.outcome, Outcome::Complete, "{:?}", f.1);
+    }
+    // A reconnect warning is not fatal.
+    let (log, v) = codex!("stream_cut");
+    assert_eq!(v.outcome, Outcome::Complete);
+    assert!(log.last_warning.unwrap().starts_with("Reconnecting"));
+    // The duplicated "id" key of web_search items parses.
+    let (log, v) = codex!("web_search");
+    assert_eq!(
+        (v.outcome, log.tool_calls, log.malformed),
+        (Outcome::Complete, 1, 0)
+    );
+    // After a resume the usage is the thread total: the latest total is taken, not a sum.
+    let (_, v) = codex!("resume_2");
+    assert_eq!(v.usage.input_tokens, 5916);
+}
+
+#[test]
+fn codex_failures() {
+    let (_, v) = codex!("error500");
+    assert_eq!(v.outcome, Outcome::RetryAt(1_000_000 + 60_000), "{v:?}");
+    for f in [
+        codex!("error400"),
+        codex!("error401"),
+        codex!("failed_stream"),
+        codex!("missing_key"),
+    ] {
+        assert_eq!(
+            f.1.outcome,
+            Outcome::Failed(FailureReason::Exit),
+            "{:?}",
+            f.1
+        );
+    }
+    let (_, v) = codex!("error401");
+    assert!(v.detail.unwrap().contains("401 Unauthorized"));
+    let (_, v) = codex!("sigterm");
+    assert!(v.detail.unwrap().contains("without a result event"));
+}
+
+#[test]
+fn gemini_runs() {
+    let (log, v) = gemini!("tool_write");
+    assert_eq!(v.outcome, Outcome::Complete);
+    assert_eq!(
+        v.text, "Done: I wrote hello.txt containing 'hello from gemini'.",
+        "only the text after the last tool call"
+    );
+    assert_eq!(
+        log.session_id.as_deref(),
+        Some("0d02d785-b36d-404c-8ce2-e1f953ff363a")
+    );
+    assert_eq!((v.usage.input_tokens, v.usage.output_tokens), (1560, 90));
+    for f in [
+        gemini!("text"),
+        gemini!("tool_shell"),
+        gemini!("thinking"),
+        gemini!("mcp_tool"),
+        gemini!("tool_write_default"),
+    ] {
+        assert_eq!(f.1.outcome, Outcome::Complete, "{:?}", f.1);
+    }
+    // API errors: the exit code is the HTTP status mod 256 and the result says error.
+    let (_, v) = gemini!("error429");
+    assert!(matches!(v.outcome, Outcome::RetryAt(_)), "{v:?}");
+    let (_, v) = gemini!("error500");
+    assert!(matches!(v.outcome, Outcome::RetryAt(_)), "{v:?}");
+    for f in [
+        gemini!("error400"),
+        gemini!("error403"),
+        gemini!("max_turns"),
+    ] {
+        assert_eq!(
+            f.1.outcome,
+            Outcome::Failed(FailureReason::Exit),
+            "{:?}",
+            f.1
+        );
+    }
+    // Killed (group kill): exit 0 but no result event.
+    let (_, v) = gemini!("sigterm_pgroup");
+    assert_eq!(v.outcome, Outcome::Failed(FailureReason::MalformedStream));
+    // Auth failures: no result, only stderr.
+    let (_, v) = gemini!("auth_missing_key");
+    let detail = v.detail.unwrap();
+    assert!(
+        detail.contains("exit code 41") && detail.contains("GEMINI_API_KEY"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn error_texts_are_classified() {
+    assert_eq!(
+        classify_error_text("unexpected status 401 Unauthorized: bad key"),
+        (Some(401), false)
+    );
+    assert_eq!(
+        classify_error_text("exceeded retry limit, last status: 429 Too Many Requests"),
+        (Some(429), true)
+    );
+    assert_eq!(
+        classify_error_text(r#"[API Error: {"error":{"code":500,"message":"x"}}]"#),
+        (Some(500), true)
+    );
+    assert_eq!(
+        classify_error_text("We’re currently experiencing high demand"),
+        (Some(503), true)
+    );
+    assert_eq!(
+        classify_error_text("Codex ran out of room in the model's context window."),
+        (None, false)
+    );
+}
+
+#[test]
+fn prices_give_a_cost() {
+    let price = crate::config::Price {
+        input_per_m_tok: 2.0,
+        output_per_m_tok: 10.0,
+        cached_input_per_m_tok: Some(0.5),
+    };
+    let usage = Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 100_000,
+        cost_usd: None,
+    };
+    assert!((cost(&usage, 400_000, &price) - (1.2 + 0.2 + 1.0)).abs() < 1e-9);
 }
