@@ -47,6 +47,18 @@ pub(crate) enum Command {
         /// Insert a first job of this type (plan, implement, review, uat, document, pm).
         #[arg(long, value_name = "TYPE")]
         start: Option<String>,
+        /// Budget: most US dollars over all jobs (default: budgets.maxCostUsd in the config).
+        #[arg(long, value_name = "USD")]
+        max_cost: Option<f64>,
+        /// Budget: most non-PM jobs started.
+        #[arg(long, value_name = "N")]
+        max_jobs: Option<u32>,
+        /// Budget: most PM runs.
+        #[arg(long, value_name = "N")]
+        max_pm_rounds: Option<u32>,
+        /// Budget: most time from the first job's start, like 90m, 4h or 3600s.
+        #[arg(long, value_name = "DURATION")]
+        max_wall_time: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -126,6 +138,20 @@ pub(crate) enum Command {
         /// Only jobs of this assignment.
         #[arg(long, value_name = "ID")]
         assignment: Option<OsString>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Stop an assignment's running jobs, or one job, and block the assignment.
+    Cancel {
+        /// Assignment or job id (or a unique prefix).
+        id: OsString,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Put a failed or cancelled job back in the queue, in place, and resume its assignment.
+    Retry {
+        /// Job id or prefix.
+        job: OsString,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -159,6 +159,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
                 model: None,
                 context: None,
             }),
+            budget: None,
         };
         let doc: Assignment = backend.call_as(Request::Create(req)).await?;
         println!("created assignment {}: {NORTH_STAR}", doc.id);

@@ -21,7 +21,7 @@ use wf_runner::api::Request;
 use wf_runner::client::Backend;
 use wf_runner::config::{self, Config};
 use wf_runner::ids;
-use wf_runner::model::{Assignment, AssignmentStatus, Job, JobStatus, JobType};
+use wf_runner::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType};
 use wf_runner::ops::{self, CreateRequest, InsertResult, JobDetail, JobSpec, OpError};
 
 use args::{Cli, Command};
@@ -233,6 +233,10 @@ async fn run(backend: &mut Backend, command: Command) -> Result<()> {
             priority,
             independent,
             start,
+            max_cost,
+            max_jobs,
+            max_pm_rounds,
+            max_wall_time,
             json,
         } => {
             let north_star = text("the north star", &north_star)?;
@@ -242,11 +246,20 @@ async fn run(backend: &mut Backend, command: Command) -> Result<()> {
                 model: None,
                 context: None,
             });
+            let max_wall_ms = max_wall_time.as_deref().map(parse_duration).transpose()?;
+            let budget = Budget {
+                max_cost_usd: max_cost,
+                max_jobs,
+                max_pm_rounds,
+                max_wall_ms,
+            };
+            let budget = (budget != Budget::default()).then_some(budget);
             let req = CreateRequest {
                 north_star,
                 priority,
                 independent,
                 start,
+                budget,
             };
             let doc: Assignment = call(backend, Request::Create(req)).await?;
             if json.json {
@@ -402,6 +415,31 @@ async fn run(backend: &mut Backend, command: Command) -> Result<()> {
                 print!("{}", output::job(&detail, now));
             }
         }
+        Command::Cancel { id, json } => {
+            let target = id_arg("the id", &id)?;
+            let doc: Assignment = call(backend, Request::Cancel { target }).await?;
+            if json.json {
+                print_json(&doc);
+            } else {
+                println!(
+                    "{} {}",
+                    doc.id,
+                    doc.blocked_reason.as_deref().unwrap_or(doc.status.as_str())
+                );
+                if doc.lease.is_some() {
+                    eprintln!("the runner holding it stops the agent now");
+                }
+            }
+        }
+        Command::Retry { job, json } => {
+            let job = id_arg("the job id", &job)?;
+            let doc: Assignment = call(backend, Request::Retry { job }).await?;
+            if json.json {
+                print_json(&doc);
+            } else {
+                println!("{} {}", doc.id, doc.status);
+            }
+        }
         Command::Queue { json } => {
             let docs: Vec<Assignment> =
                 call(backend, Request::ListAssignments { status: None }).await?;
@@ -417,6 +455,32 @@ async fn run(backend: &mut Backend, command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// "90m", "4h", "3600s", "1500ms", or a number of seconds.
+fn parse_duration(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        Failure::usage(format!(
+            "bad duration {text:?}: use a number with ms, s, m, h or d"
+        ))
+    };
+    let factor = match unit {
+        "" | "s" => 1_000.0,
+        "ms" => 1.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(bad()),
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok((n * factor) as u64),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_jobs(arg: &str, text: &str) -> Result<Vec<JobSpec>> {

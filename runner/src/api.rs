@@ -84,6 +84,16 @@ pub enum Request {
         /// Id or prefix.
         job: String,
     },
+    /// `wf cancel`.
+    Cancel {
+        /// Assignment or job id, or a prefix.
+        target: String,
+    },
+    /// `wf retry`.
+    Retry {
+        /// Job id or prefix.
+        job: String,
+    },
     /// Streams the assignment (or every assignment) now and after each change, one response
     /// per document version, all with this request's id, until the client disconnects.
     Watch {
@@ -143,7 +153,14 @@ fn to_value<T: Serialize>(v: T) -> Value {
 }
 
 /// Executes a request (other than `Hello`) against `store`.
-pub async fn dispatch(store: &Store, config: &Config, request: Request) -> Result<Value, OpError> {
+///
+/// `runner` is the id of the runner executing the request, when one does.
+pub async fn dispatch(
+    store: &Store,
+    config: &Config,
+    runner: Option<&str>,
+    request: Request,
+) -> Result<Value, OpError> {
     match request {
         Request::Hello { .. } => Err(OpError::Invalid("hello is only valid once, first".into())),
         Request::Create(req) => ops::create(store, config, &req).await.map(to_value),
@@ -190,6 +207,8 @@ pub async fn dispatch(store: &Store, config: &Config, request: Request) -> Resul
         }
         Request::ListJobs { status } => ops::list_jobs(store, status).await.map(to_value),
         Request::GetJob { job } => ops::job_detail(store, &job).await.map(to_value),
+        Request::Cancel { target } => ops::cancel(store, &target, runner).await.map(to_value),
+        Request::Retry { job } => ops::retry(store, &job).await.map(to_value),
         Request::Watch { .. } => Err(OpError::Unavailable(
             "watching needs a running wf-runner".into(),
         )),

@@ -75,6 +75,18 @@ pub struct NewJob {
     pub model: Option<String>,
     /// Whether a context text was stored for it.
     pub has_context: bool,
+    /// A fingerprint of the context ([`fingerprint`]), for loop detection.
+    pub context_hash: Option<u64>,
+}
+
+/// A stable fingerprint of a text (FNV-1a over its trimmed bytes).
+pub fn fingerprint(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.trim().bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// Where inserted jobs go.
@@ -151,6 +163,8 @@ pub fn new_assignment(
         usage: Usage::default(),
         pm_rounds: 0,
         notes: Vec::new(),
+        budget: Default::default(),
+        started_at: None,
     }
 }
 
@@ -179,6 +193,8 @@ fn job_record(doc: &Assignment, new: &NewJob, group_id: Option<&str>, now: Milli
         inserted_by: None,
         reviews: Vec::new(),
         pm_reminder: false,
+        cancel_requested: false,
+        context_hash: new.context_hash,
     }
 }
 
@@ -216,6 +232,7 @@ pub fn insert_jobs(
     group_id: Option<&str>,
     position: &Position,
     caller: Caller<'_>,
+    loop_limit: Option<u32>,
     now: Millis,
 ) -> Result<Inserted, ChainError> {
     let Some(first) = jobs.first() else {
@@ -256,9 +273,35 @@ pub fn insert_jobs(
             job
         })
         .collect();
+    let looping = match (caller, loop_limit) {
+        (Caller::Job(_), Some(limit)) => records.iter().find_map(|r| repeats(doc, at, r, limit)),
+        _ => None,
+    };
     doc.jobs.splice(at..at, records);
     doc.updated_at = now;
+    if let Some(reason) = looping {
+        block(doc, reason, now);
+    }
     Ok(Inserted::Added)
+}
+
+/// Whether inserting `new` at `at` makes the same job type with the same context `limit` times
+/// in a row (counting the non-PM jobs before it).
+fn repeats(doc: &Assignment, at: usize, new: &Job, limit: u32) -> Option<String> {
+    let hash = new.context_hash?;
+    let same = doc.jobs[..at]
+        .iter()
+        .rev()
+        .filter(|j| j.job_type != JobType::Pm)
+        .take_while(|j| j.job_type == new.job_type && j.context_hash == Some(hash))
+        .count() as u32;
+    (same + 1 >= limit).then(|| {
+        format!(
+            "loop: a {} job with the same context was inserted {} times in a row",
+            new.job_type,
+            same + 1
+        )
+    })
 }
 
 /// The ids of the non-PM unit that ends right before index `at`.
@@ -535,16 +578,114 @@ pub struct Claim {
     pub job_ids: Vec<String>,
 }
 
-/// Claims the ready jobs of the current unit for runner `view.me`.
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The jobs are this runner's to run.
+    Run(Claim),
+    /// A budget of the assignment is spent: it was blocked instead, with this reason.
+    OverBudget(String),
+}
+
+fn money(v: f64) -> String {
+    format!("${v:.2}")
+}
+
+fn duration_text(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Why starting `unit` now would break a budget, if it would.
+fn over_budget(doc: &Assignment, unit: &[&Job], now: Millis) -> Option<String> {
+    let b = &doc.budget;
+    if let Some(reason) = cost_over_budget(doc) {
+        return Some(reason);
+    }
+    if let (Some(max), Some(start)) = (b.max_wall_ms, doc.started_at) {
+        if now.saturating_sub(start) >= max {
+            return Some(format!(
+                "budget exceeded: running for {}, maxWallMs is {}",
+                duration_text(now - start),
+                duration_text(max)
+            ));
+        }
+    }
+    let new_work = unit
+        .iter()
+        .filter(|j| j.job_type != JobType::Pm && j.attempt == 0)
+        .count() as u32;
+    if let Some(max) = b.max_jobs {
+        let started = doc
+            .jobs
+            .iter()
+            .filter(|j| j.job_type != JobType::Pm && j.attempt > 0)
+            .count() as u32;
+        if new_work > 0 && started + new_work > max {
+            return Some(format!(
+                "budget exceeded: {started} jobs started, maxJobs is {max}"
+            ));
+        }
+    }
+    if let Some(max) = b.max_pm_rounds {
+        if unit
+            .iter()
+            .any(|j| j.job_type == JobType::Pm && j.attempt == 0)
+            && doc.pm_rounds >= max
+        {
+            return Some(format!(
+                "budget exceeded: {} PM rounds, maxPmRounds is {max}",
+                doc.pm_rounds
+            ));
+        }
+    }
+    None
+}
+
+/// The reason, if the assignment has spent more than its cost budget.
+pub fn cost_over_budget(doc: &Assignment) -> Option<String> {
+    let max = doc.budget.max_cost_usd?;
+    let spent = doc.usage.cost_usd.unwrap_or(0.0);
+    (spent >= max).then(|| {
+        format!(
+            "budget exceeded: spent {}, maxCostUsd is {}",
+            money(spent),
+            money(max)
+        )
+    })
+}
+
+/// When the wall-time budget of `doc` runs out, if it has one.
+pub fn wall_deadline(doc: &Assignment) -> Option<Millis> {
+    Some(doc.started_at? + doc.budget.max_wall_ms?)
+}
+
+/// Claims the ready jobs of the current unit for runner `view.me` — or, when starting them
+/// would break a budget, blocks the assignment instead. `None`: nothing to claim.
 pub fn claim(
     doc: &mut Assignment,
     view: &LeaseView<'_>,
     host: &str,
     lease_ms: u64,
-) -> Option<Claim> {
+) -> Option<Claimed> {
     let Readiness::Ready(job_ids) = readiness(doc, view) else {
         return None;
     };
+    let unit: Vec<&Job> = doc
+        .jobs
+        .iter()
+        .filter(|j| job_ids.contains(&j.id))
+        .collect();
+    if let Some(reason) = over_budget(doc, &unit, view.now) {
+        block(doc, reason.clone(), view.now);
+        return Some(Claimed::OverBudget(reason));
+    }
     doc.epoch += 1;
     for job in doc.jobs.iter_mut().filter(|j| job_ids.contains(&j.id)) {
         job.status = JobStatus::Running;
@@ -557,6 +698,7 @@ pub fn claim(
         job.failure_detail = None;
     }
     doc.status = AssignmentStatus::Active;
+    doc.started_at.get_or_insert(view.now);
     doc.lease = Some(Lease {
         job_ids: job_ids.clone(),
         runner_id: view.me.to_string(),
@@ -565,10 +707,164 @@ pub fn claim(
         expires_at: view.now + lease_ms,
     });
     doc.updated_at = view.now;
-    Some(Claim {
+    Some(Claimed::Run(Claim {
         epoch: doc.epoch,
         job_ids,
-    })
+    }))
+}
+
+fn block(doc: &mut Assignment, reason: String, now: Millis) {
+    doc.status = AssignmentStatus::Blocked;
+    doc.blocked_reason = Some(reason);
+    doc.updated_at = now;
+}
+
+/// What `wf cancel` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelTarget<'a> {
+    /// Everything the assignment is running or about to run.
+    Assignment,
+    /// One job.
+    Job(&'a str),
+}
+
+fn cancel_job(job: &mut Job, lease_live: bool, now: Millis) -> Result<(), ChainError> {
+    match job.status {
+        JobStatus::Running if lease_live => job.cancel_requested = true,
+        JobStatus::Running | JobStatus::Pending | JobStatus::WaitingRetry => {
+            job.status = JobStatus::Failed;
+            job.failure_reason = Some(FailureReason::Cancelled);
+            job.failure_detail = Some("cancelled by a human".into());
+            job.completed_at = Some(now);
+            job.retry_after = None;
+        }
+        JobStatus::Complete | JobStatus::Failed => {
+            return Err(ChainError::Invalid(format!(
+                "job {} already finished ({})",
+                job.id, job.status
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `wf cancel`: stops running jobs (the runner holding them sees `cancelRequested`; with no
+/// live lease they are marked cancelled at once), cancels the waiting ones, and blocks the
+/// assignment so that nothing else starts until a human resumes it.
+pub fn cancel(
+    doc: &mut Assignment,
+    target: CancelTarget<'_>,
+    view: &LeaseView<'_>,
+) -> Result<(), ChainError> {
+    if doc.status == AssignmentStatus::Complete {
+        return Err(ChainError::Invalid(format!(
+            "assignment {} is complete; nothing to cancel",
+            doc.id
+        )));
+    }
+    let lease_live = doc.lease.as_ref().is_some_and(|l| view.is_live(l));
+    let ids: Vec<String> = match target {
+        CancelTarget::Job(id) => vec![id.to_string()],
+        CancelTarget::Assignment => match current_unit(doc) {
+            Some(unit) => doc.jobs[unit]
+                .iter()
+                .filter(|j| !j.status.is_finished())
+                .map(|j| j.id.clone())
+                .collect(),
+            None => Vec::new(),
+        },
+    };
+    for id in &ids {
+        let held = doc.lease.as_ref().is_some_and(|l| l.job_ids.contains(id));
+        let job =
+            doc.jobs
+                .iter_mut()
+                .find(|j| &j.id == id)
+                .ok_or_else(|| ChainError::NoSuchJob {
+                    assignment: doc.id.clone(),
+                    job: id.clone(),
+                })?;
+        cancel_job(job, lease_live && held, view.now)?;
+    }
+    if !lease_live {
+        if let Some(lease) = doc.lease.take() {
+            // The lease is dead: its running jobs go back to pending (they were not cancelled).
+            for job in doc
+                .jobs
+                .iter_mut()
+                .filter(|j| lease.job_ids.contains(&j.id) && j.status == JobStatus::Running)
+            {
+                job.status = JobStatus::Pending;
+            }
+        }
+    }
+    let reason = match target {
+        CancelTarget::Assignment => "cancelled by a human".to_string(),
+        CancelTarget::Job(id) => format!("job {id} cancelled by a human"),
+    };
+    block(doc, reason, view.now);
+    Ok(())
+}
+
+/// `wf retry`: a failed (or cancelled) job goes back to pending, in place, and the assignment
+/// becomes active again.
+pub fn retry(doc: &mut Assignment, job_id: &str, now: Millis) -> Result<(), ChainError> {
+    let job = doc
+        .jobs
+        .iter_mut()
+        .find(|j| j.id == job_id)
+        .ok_or_else(|| ChainError::NoSuchJob {
+            assignment: doc.id.clone(),
+            job: job_id.to_string(),
+        })?;
+    if job.status != JobStatus::Failed {
+        return Err(ChainError::Invalid(format!(
+            "job {job_id} is {}; only failed or cancelled jobs can be retried",
+            job.status
+        )));
+    }
+    job.status = JobStatus::Pending;
+    job.failure_reason = None;
+    job.failure_detail = None;
+    job.completed_at = None;
+    job.retry_after = None;
+    job.cancel_requested = false;
+    job.pauses = 0;
+    doc.status = AssignmentStatus::Active;
+    doc.blocked_reason = None;
+    doc.updated_at = now;
+    Ok(())
+}
+
+/// Releases a dead lease of an assignment that is not active (blocked or completed while its
+/// runner died): cancelled jobs end as cancelled, the others go back to pending.
+pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(), Unchanged> {
+    let dead = doc.lease.as_ref().is_some_and(|l| !view.is_live(l));
+    if !dead
+        || matches!(
+            doc.status,
+            AssignmentStatus::Active | AssignmentStatus::Pending
+        )
+    {
+        return Err(Unchanged);
+    }
+    let lease = doc.lease.take().expect("checked");
+    for job in doc
+        .jobs
+        .iter_mut()
+        .filter(|j| lease.job_ids.contains(&j.id) && j.status == JobStatus::Running)
+    {
+        if job.cancel_requested {
+            job.status = JobStatus::Failed;
+            job.failure_reason = Some(FailureReason::Cancelled);
+            job.failure_detail = Some("cancelled by a human".into());
+            job.completed_at = Some(view.now);
+        } else {
+            job.status = JobStatus::Pending;
+        }
+    }
+    doc.updated_at = view.now;
+    Ok(())
 }
 
 /// Extends the lease held with `epoch`. Fails when the lease moved on (self-fencing).
@@ -700,6 +996,16 @@ pub fn record_attempt(
     }
     doc.usage.add(&report.usage);
     doc.updated_at = now;
+    // A budget that ran out blocks the assignment (the stopped job, or its cost, says which).
+    let over = match (&report.outcome, &report.detail) {
+        (Outcome::Failed(FailureReason::Budget), Some(detail)) => Some(detail.clone()),
+        _ => cost_over_budget(doc),
+    };
+    if let Some(reason) = over {
+        if doc.status == AssignmentStatus::Active {
+            block(doc, reason, now);
+        }
+    }
 
     let lease = doc.lease.as_mut().expect("ownership checked above");
     lease.job_ids.retain(|j| j != job_id);

@@ -239,7 +239,7 @@ impl Backend {
     /// Executes one request.
     pub async fn call(&mut self, request: Request) -> Result<Value, OpError> {
         match self {
-            Backend::Direct { store, config } => api::dispatch(store, config, request).await,
+            Backend::Direct { store, config } => api::dispatch(store, config, None, request).await,
             Backend::Runner(client) => client.call(request).await,
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::Namespace;
-use crate::model::JobType;
+use crate::model::{Budget, JobType};
 
 /// Name of the directory that holds a project's config, store and runner state.
 pub const STATE_DIR_NAME: &str = ".wf";
@@ -91,6 +91,13 @@ pub struct RawConfig {
     /// How many times one job may be paused by transient errors before it fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pauses: Option<u32>,
+    /// Default budgets of new assignments (`wf create` may override them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Budget>,
+    /// A PM inserting the same job type with the same context this many times in a row blocks
+    /// the assignment (0: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_limit: Option<u32>,
 }
 
 /// How jobs paused by transient errors are retried.
@@ -400,6 +407,10 @@ pub struct Config {
     pub prices: BTreeMap<String, Price>,
     /// Retries of paused jobs.
     pub retry: RetryPolicy,
+    /// Default budgets of new assignments.
+    pub budgets: Budget,
+    /// Loop detection threshold (`None`: off).
+    pub loop_limit: Option<u32>,
 }
 
 impl Config {
@@ -471,6 +482,8 @@ impl Config {
             prices: Some(self.prices.clone()),
             retry_backoff_ms: Some(self.retry.backoff_ms.clone()),
             max_pauses: Some(self.retry.max_pauses),
+            budgets: Some(self.budgets.clone()),
+            loop_limit: Some(self.loop_limit.unwrap_or(0)),
             harnesses: Some(
                 self.harnesses
                     .iter()
@@ -670,6 +683,13 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
             backoff_ms,
             max_pauses: raw.max_pauses.unwrap_or(8),
         },
+        budgets: validate_budget(raw.budgets.clone().unwrap_or_default())
+            .map_err(|m| invalid(format!("budgets.{m}")))?,
+        loop_limit: match raw.loop_limit {
+            None => Some(3),
+            Some(0) => None,
+            Some(n) => Some(n),
+        },
         root: root.to_path_buf(),
         namespace,
         store,
@@ -794,6 +814,27 @@ fn resolve_harness(name: &str, raw: RawHarness) -> Result<HarnessConfig, String>
         h.approval_mode = one_of("approvalMode", mode, GEMINI_APPROVAL_MODES)?;
     }
     Ok(h)
+}
+
+/// Checks a budget: limits are positive.
+pub fn validate_budget(b: Budget) -> Result<Budget, String> {
+    if let Some(c) = b.max_cost_usd {
+        if !c.is_finite() || c <= 0.0 {
+            return Err(format!("maxCostUsd: {c} (a positive amount of US dollars)"));
+        }
+    }
+    for (key, v) in [
+        ("maxJobs", b.max_jobs.map(u64::from)),
+        ("maxPmRounds", b.max_pm_rounds.map(u64::from)),
+        ("maxWallMs", b.max_wall_ms),
+    ] {
+        if v == Some(0) {
+            return Err(format!(
+                "{key}: 0 (at least 1, or leave it out for no limit)"
+            ));
+        }
+    }
+    Ok(b)
 }
 
 /// `"claude"`, `{"harness": "claude", "model": "m"}`, or a list of those (a fan-out).

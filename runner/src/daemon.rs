@@ -22,10 +22,10 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures_util::StreamExt;
 
 use crate::chain::{self, AttemptReport, ChainError, LeaseView, Outcome, Readiness};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, HarnessKind, StoreConfig};
 use crate::harness::process::{self, Flow, Limits, Line};
 use crate::harness::{self, Ended, Parsed, RunLog, Verdict};
-use crate::model::{Assignment, FailureReason, Job};
+use crate::model::{Assignment, AssignmentStatus, FailureReason, Job};
 use crate::ops::{self, now_ms};
 use crate::prompt::{self, PriorResult, PromptInput, Templates};
 use crate::store::nats::NatsStore;
@@ -40,13 +40,17 @@ pub struct Options {
     pub wf_dir: Option<PathBuf>,
 }
 
-/// Why a unit is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a job is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     /// The runner is shutting down: the job goes back to pending.
     Shutdown,
     /// The lease could not be renewed: someone else may own the job; record nothing.
     LeaseLost,
+    /// A human cancelled it (`wf cancel`).
+    Cancelled,
+    /// A budget of its assignment ran out (the reason names it).
+    Budget(String),
 }
 
 /// A cancellation token with the reason of the first cancel.
@@ -65,7 +69,37 @@ impl StopSignal {
 
     /// Why it was stopped, if it was.
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason.get().copied()
+        self.reason.get().cloned()
+    }
+
+    /// Whether it was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// The stop signals of the jobs of one unit.
+#[derive(Debug, Clone, Default)]
+struct UnitStops(Arc<HashMap<String, Arc<StopSignal>>>);
+
+impl UnitStops {
+    fn new(job_ids: &[String]) -> Self {
+        Self(Arc::new(
+            job_ids
+                .iter()
+                .map(|id| (id.clone(), Arc::new(StopSignal::default())))
+                .collect(),
+        ))
+    }
+
+    fn all(&self, reason: &StopReason) {
+        for signal in self.0.values() {
+            signal.stop(reason.clone());
+        }
+    }
+
+    fn job(&self, id: &str) -> Option<&Arc<StopSignal>> {
+        self.0.get(id)
     }
 }
 
@@ -314,7 +348,7 @@ type UnitDone = (String, Option<Assignment>);
 
 /// A unit this runner is running.
 struct RunningUnit {
-    stop: Arc<StopSignal>,
+    stops: UnitStops,
 }
 
 enum Phase {
@@ -440,6 +474,7 @@ impl Scheduler {
                     .is_none_or(|t| t <= tokio::time::Instant::now())
             {
                 self.retry_at = None;
+                self.settle_dead_leases().await;
                 if self.queue.is_some() {
                     self.announce_and_pull().await;
                 } else {
@@ -457,6 +492,7 @@ impl Scheduler {
                     })
                     .into_iter()
                     .chain(self.retry_at)
+                    .chain(self.next_settle())
                     .chain(self.queue.as_ref().map(|q| q.next_sweep))
                     .min(),
                 Phase::Draining(deadline) => Some(deadline),
@@ -484,7 +520,10 @@ impl Scheduler {
                     }
                 }
                 change = changes.recv() => match change {
-                    Ok(change) => upsert(&mut self.cache, change.doc),
+                    Ok(change) => {
+                        self.honour_cancels(&change.doc);
+                        upsert(&mut self.cache, change.doc);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "change feed lagged; reloading every assignment");
                         self.reload().await;
@@ -499,9 +538,84 @@ impl Scheduler {
         }
     }
 
+    /// Assignments that were blocked or completed while the runner of their last job died keep
+    /// a dead lease; release it (cancelled jobs end as cancelled, others return to pending).
+    fn dead_leases(&self) -> Vec<String> {
+        let view = self.view();
+        self.cache
+            .values()
+            .filter(|d| {
+                !matches!(
+                    d.status,
+                    AssignmentStatus::Active | AssignmentStatus::Pending
+                )
+            })
+            .filter(|d| !self.running.contains_key(&d.id))
+            .filter(|d| d.lease.as_ref().is_some_and(|l| !view.is_live(l)))
+            .map(|d| d.id.clone())
+            .collect()
+    }
+
+    async fn settle_dead_leases(&mut self) {
+        for aid in self.dead_leases() {
+            let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+            let settled = ctx
+                .store
+                .update(&aid, |d| {
+                    let view = LeaseView {
+                        now: now_ms(),
+                        me: &ctx.runner_id,
+                        exclusive,
+                    };
+                    chain::settle_dead_lease(d, &view)
+                })
+                .await;
+            match settled {
+                Ok((doc, ())) => {
+                    tracing::info!(assignment = %aid, "released the dead lease of a stopped assignment");
+                    upsert(&mut self.cache, doc);
+                }
+                Err(UpdateError::Refused(_)) => {}
+                Err(UpdateError::Store(e)) => {
+                    tracing::warn!(assignment = %aid, %e, "cannot release a dead lease")
+                }
+            }
+        }
+    }
+
+    /// When a lease on a stopped assignment, held by another runner, expires.
+    fn next_settle(&self) -> Option<tokio::time::Instant> {
+        let now = now_ms();
+        self.cache
+            .values()
+            .filter(|d| {
+                !matches!(
+                    d.status,
+                    AssignmentStatus::Active | AssignmentStatus::Pending
+                )
+            })
+            .filter_map(|d| d.lease.as_ref())
+            .filter(|l| l.expires_at > now && l.runner_id != self.ctx.runner_id)
+            .map(|l| tokio::time::Instant::now() + Duration::from_millis(l.expires_at - now + 1))
+            .min()
+    }
+
+    /// Stops the jobs of this runner that a human asked to cancel.
+    fn honour_cancels(&self, doc: &Assignment) {
+        let Some(unit) = self.running.get(&doc.id) else {
+            return;
+        };
+        for job in doc.jobs.iter().filter(|j| j.cancel_requested) {
+            if let Some(stop) = unit.stops.job(&job.id).filter(|s| !s.is_stopped()) {
+                tracing::info!(assignment = %doc.id, job = %job.id, "cancel requested; stopping the agent");
+                stop.stop(StopReason::Cancelled);
+            }
+        }
+    }
+
     fn stop_all(&mut self) {
         for unit in self.running.values() {
-            unit.stop.stop(StopReason::Shutdown);
+            unit.stops.all(&StopReason::Shutdown);
         }
         self.phase = Phase::Stopping;
     }
@@ -578,13 +692,26 @@ impl Scheduler {
             })
             .await;
         match claimed {
-            Ok((doc, claim)) => {
+            Ok((doc, chain::Claimed::Run(claim))) => {
                 tracing::info!(assignment = %aid, jobs = ?claim.job_ids, epoch = claim.epoch, "claimed");
-                let stop = Arc::new(StopSignal::default());
+                let stops = UnitStops::new(&claim.job_ids);
                 self.cache.insert(aid.to_string(), doc.clone());
-                self.running
-                    .insert(aid.to_string(), RunningUnit { stop: stop.clone() });
-                tokio::spawn(run_unit(ctx, doc, claim, stop, self.done.0.clone(), token));
+                self.running.insert(
+                    aid.to_string(),
+                    RunningUnit {
+                        stops: stops.clone(),
+                    },
+                );
+                tokio::spawn(run_unit(ctx, doc, claim, stops, self.done.0.clone(), token));
+                Ok(true)
+            }
+            Ok((doc, chain::Claimed::OverBudget(reason))) => {
+                tracing::warn!(assignment = %aid, %reason, "blocked instead of starting a job");
+                upsert(&mut self.cache, doc);
+                if let Some(token) = token {
+                    // Why: the token served; a failed ack only brings it back, to be dropped.
+                    let _ = token.double_ack().await;
+                }
                 Ok(true)
             }
             Err(UpdateError::Refused(())) => Ok(false),
@@ -746,7 +873,7 @@ async fn run_unit(
     ctx: Arc<Ctx>,
     doc: Assignment,
     claim: chain::Claim,
-    stop: Arc<StopSignal>,
+    stops: UnitStops,
     done: mpsc::UnboundedSender<UnitDone>,
     token: Option<jetstream::Message>,
 ) {
@@ -755,15 +882,28 @@ async fn run_unit(
         ctx.clone(),
         doc.id.clone(),
         claim.epoch,
-        stop.clone(),
+        stops.clone(),
         renewing.clone(),
         token.clone(),
     ));
-    let jobs = claim
-        .job_ids
-        .iter()
-        .map(|id| run_job(&ctx, &doc, id, claim.epoch, &stop));
+    // The wall-time budget stops the jobs while they run.
+    let budget_timer = chain::wall_deadline(&doc).map(|deadline| {
+        let (stops, max) = (stops.clone(), doc.budget.max_wall_ms.unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now_ms()))).await;
+            let reason = format!("budget exceeded: maxWallMs is {max} ms and the time is up");
+            stops.all(&StopReason::Budget(reason));
+        })
+    });
+    let jobs = claim.job_ids.iter().map(|id| {
+        let stop = stops.job(id).cloned().unwrap_or_default();
+        let (ctx, doc) = (&ctx, &doc);
+        async move { run_job(ctx, doc, id, claim.epoch, &stop).await }
+    });
     let written = futures_util::future::join_all(jobs).await;
+    if let Some(timer) = budget_timer {
+        timer.abort();
+    }
     renewing.cancel();
     // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
     let _ = renewer.await;
@@ -786,7 +926,7 @@ async fn renew_lease(
     ctx: Arc<Ctx>,
     aid: String,
     epoch: u64,
-    stop: Arc<StopSignal>,
+    stops: UnitStops,
     renewing: CancellationToken,
     token: Option<jetstream::Message>,
 ) {
@@ -817,7 +957,7 @@ async fn renew_lease(
             }
             Ok(Err(UpdateError::Refused(e))) => {
                 tracing::warn!(assignment = %aid, %e, "lease lost; stopping the agents");
-                stop.stop(StopReason::LeaseLost);
+                stops.all(&StopReason::LeaseLost);
                 return;
             }
             Ok(Err(UpdateError::Store(e))) => {
@@ -829,7 +969,7 @@ async fn renew_lease(
         // agents to be stopped (TERM, grace, KILL) before the lease expires, stop them now.
         if last_ok.elapsed() + period + ctx.config.kill_grace >= ctx.config.lease {
             tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
-            stop.stop(StopReason::LeaseLost);
+            stops.all(&StopReason::LeaseLost);
             return;
         }
     }
@@ -945,6 +1085,15 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         Ok(spec) => spec,
         Err(e) => return Attempted::Done(failed(FailureReason::SpawnError, e.to_string()), None),
     };
+    let mut spec = spec;
+    if let (HarnessKind::Claude, Some(max)) = (harness_cfg.kind, doc.budget.max_cost_usd) {
+        // Claude enforces the cost budget while it runs; the others report cost at the end.
+        let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
+        spec.args.extend([
+            "--max-budget-usd".to_string(),
+            format!("{:.4}", remaining.max(0.0001)),
+        ]);
+    }
     let mut env = ctx.base_env.clone();
     env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
     env.insert("WF_JOB_ID".into(), job.id.clone());
@@ -1025,6 +1174,14 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
                     Some(StopReason::LeaseLost) => {
                         tracing::warn!(job = %job.id, "agent stopped: lease lost; not recording an outcome");
                         return Attempted::Abandoned;
+                    }
+                    Some(StopReason::Cancelled) => {
+                        verdict.outcome = Outcome::Failed(FailureReason::Cancelled);
+                        verdict.detail = Some("cancelled by a human".into());
+                    }
+                    Some(StopReason::Budget(reason)) => {
+                        verdict.outcome = Outcome::Failed(FailureReason::Budget);
+                        verdict.detail = Some(reason);
                     }
                     Some(StopReason::Shutdown) | None => {
                         verdict.outcome = Outcome::Requeue;

@@ -212,6 +212,10 @@ pub struct Job {
     pub reviews: Vec<String>,
     /// For PM jobs: this is the second PM run, started because the first decided nothing.
     pub pm_reminder: bool,
+    /// A human asked to cancel it while it ran; the runner holding it stops it.
+    pub cancel_requested: bool,
+    /// A fingerprint of its context, to notice a PM inserting the same job again and again.
+    pub context_hash: Option<u64>,
 }
 
 /// A runner's claim on the running unit (a job or a group) of an assignment.
@@ -280,6 +284,24 @@ pub struct Assignment {
     pub pm_rounds: u32,
     /// Notes from humans for the next PM.
     pub notes: Vec<Note>,
+    /// Limits on what the assignment may spend.
+    pub budget: Budget,
+    /// When its first job started (for the wall-time budget).
+    pub started_at: Option<Millis>,
+}
+
+/// Limits on what one assignment may spend. `None` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Budget {
+    /// Most money, in US dollars, over all its jobs.
+    pub max_cost_usd: Option<f64>,
+    /// Most non-PM jobs started.
+    pub max_jobs: Option<u32>,
+    /// Most PM runs.
+    pub max_pm_rounds: Option<u32>,
+    /// Most time from its first job's start, in milliseconds.
+    pub max_wall_ms: Option<u64>,
 }
 
 impl Assignment {

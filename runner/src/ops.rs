@@ -8,10 +8,10 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{self, AssignmentUpdate, Caller, ChainError, NewJob, Position};
+use crate::chain::{self, fingerprint, AssignmentUpdate, Caller, ChainError, NewJob, Position};
 use crate::config::Config;
 use crate::ids::{self, IdError, Resolved};
-use crate::model::{Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis};
+use crate::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType, Millis};
 use crate::store::{BlobKey, Store, StoreError, UpdateError};
 
 /// Largest job context accepted, in bytes.
@@ -101,7 +101,7 @@ pub struct JobSpec {
 }
 
 /// `wf create`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
     /// The north star.
@@ -113,6 +113,9 @@ pub struct CreateRequest {
     /// A first job to insert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<JobSpec>,
+    /// Budget limits that replace the configured defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// What `wf insert-job` did.
@@ -238,6 +241,7 @@ fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, O
                     harness: choice.harness,
                     model: spec.model.clone().or(choice.model),
                     has_context: !context.is_empty(),
+                    context_hash: (!context.is_empty()).then(|| fingerprint(&context)),
                 },
                 context.clone(),
             ));
@@ -262,6 +266,7 @@ pub fn pm_job(config: &Config) -> NewJob {
         harness: choice.harness.clone(),
         model: choice.model.clone(),
         has_context: false,
+        context_hash: None,
     }
 }
 
@@ -281,6 +286,15 @@ pub async fn create(
         req.independent,
         now,
     );
+    let defaults = &config.budgets;
+    let given = req.budget.clone().unwrap_or_default();
+    doc.budget = crate::config::validate_budget(Budget {
+        max_cost_usd: given.max_cost_usd.or(defaults.max_cost_usd),
+        max_jobs: given.max_jobs.or(defaults.max_jobs),
+        max_pm_rounds: given.max_pm_rounds.or(defaults.max_pm_rounds),
+        max_wall_ms: given.max_wall_ms.or(defaults.max_wall_ms),
+    })
+    .map_err(OpError::Invalid)?;
     if let Some(start) = &req.start {
         let jobs = expand(config, std::slice::from_ref(start))?;
         write_contexts(store, &doc.id, &jobs).await?;
@@ -292,6 +306,7 @@ pub async fn create(
             group.as_deref(),
             &Position::End,
             Caller::Human,
+            None,
             now,
         )?;
     }
@@ -338,7 +353,15 @@ pub async fn insert_jobs(
     let caller = caller.map_or(Caller::Human, Caller::Job);
     let (doc, _) = store
         .update(&doc.id, |d| {
-            chain::insert_jobs(d, &new, group.as_deref(), &position, caller, now_ms())
+            chain::insert_jobs(
+                d,
+                &new,
+                group.as_deref(),
+                &position,
+                caller,
+                config.loop_limit,
+                now_ms(),
+            )
         })
         .await?;
     let ids: HashSet<&str> = new.iter().map(|j| j.id.as_str()).collect();
@@ -563,4 +586,65 @@ pub fn queue_view(mut docs: Vec<Assignment>) -> QueueView {
         })
         .collect();
     QueueView { assignments }
+}
+
+/// What `wf cancel` names: an assignment or one job (by id or prefix).
+pub async fn cancel(
+    store: &Store,
+    prefix: &str,
+    runner: Option<&str>,
+) -> Result<Assignment, OpError> {
+    let docs = store.list().await?;
+    let prefix = ids::parse_prefix(prefix)?;
+    let assignments = docs.iter().map(|d| (d.id.clone(), (d, None)));
+    let jobs = docs.iter().flat_map(|d| {
+        d.jobs
+            .iter()
+            .map(move |j| (j.id.clone(), (d, Some(j.id.clone()))))
+    });
+    let (doc, job) = match ids::resolve(&prefix, assignments.chain(jobs)) {
+        Resolved::One(found) => found,
+        Resolved::None => {
+            return Err(OpError::NotFound(format!(
+                "no assignment or job matches {prefix:?}"
+            )))
+        }
+        Resolved::Ambiguous(ids) => {
+            return Err(OpError::Invalid(format!(
+                "id {prefix:?} is ambiguous: it matches {}",
+                ids.join(", ")
+            )))
+        }
+    };
+    let target_job = job.clone();
+    let exclusive = store.exclusive();
+    let (doc, ()) = store
+        .update(&doc.id, |d| {
+            // With the embedded store, only the runner executing this request can hold a live
+            // lease; a CLI holding the store itself means no runner runs.
+            let me = runner.unwrap_or("");
+            let view = chain::LeaseView {
+                now: now_ms(),
+                me,
+                exclusive,
+            };
+            let target = match &target_job {
+                Some(j) => chain::CancelTarget::Job(j),
+                None => chain::CancelTarget::Assignment,
+            };
+            chain::cancel(d, target, &view)
+        })
+        .await?;
+    Ok(doc)
+}
+
+/// `wf retry`: puts a failed or cancelled job back to pending, in place.
+pub async fn retry(store: &Store, prefix: &str) -> Result<Assignment, OpError> {
+    let docs = store.list().await?;
+    let (doc, job) = resolve_job(&docs, prefix)?;
+    let job_id = job.id.clone();
+    let (doc, ()) = store
+        .update(&doc.id, |d| chain::retry(d, &job_id, now_ms()))
+        .await?;
+    Ok(doc)
 }

@@ -299,8 +299,18 @@ mod tests {
                 harness: "claude".into(),
                 model: None,
                 has_context: false,
+                context_hash: None,
             };
-            chain::insert_jobs(&mut doc, &[job], None, &Position::End, Caller::Human, 0).unwrap();
+            chain::insert_jobs(
+                &mut doc,
+                &[job],
+                None,
+                &Position::End,
+                Caller::Human,
+                None,
+                0,
+            )
+            .unwrap();
         }
         doc
     }

@@ -160,14 +160,18 @@ async fn connection(
             (true, Request::Watch { assignment }) => {
                 return watch(ws, &state, envelope.id, assignment, shutdown).await;
             }
-            (true, request) => match api::dispatch(&state.store, &state.config, request).await {
-                Ok(value) => Response {
-                    id: envelope.id,
-                    ok: Some(value),
-                    error: None,
-                },
-                Err(err) => error_response(envelope.id, &err),
-            },
+            (true, request) => {
+                match api::dispatch(&state.store, &state.config, Some(&state.runner_id), request)
+                    .await
+                {
+                    Ok(value) => Response {
+                        id: envelope.id,
+                        ok: Some(value),
+                        error: None,
+                    },
+                    Err(err) => error_response(envelope.id, &err),
+                }
+            }
         };
         ws.send(reply(&response)).await?;
     }

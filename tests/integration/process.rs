@@ -14,6 +14,22 @@ use wf_tests::{alive, pids_in, wait_gone};
 
 use crate::{fixture, BINS};
 
+fn judge(log: &RunLog, ended: &Ended, stderr: &str) -> harness::Verdict {
+    let retry = wf_runner::config::RetryPolicy {
+        backoff_ms: vec![60_000],
+        max_pauses: 3,
+    };
+    let input = harness::JudgeInput {
+        ended,
+        stderr_tail: stderr,
+        format: wf_runner::config::StreamFormat::Claude,
+        now: 0,
+        pauses: 0,
+        retry: &retry,
+    };
+    harness::judge(log, &input)
+}
+
 struct Run {
     exit: process::Exit,
     log: RunLog,
@@ -112,7 +128,7 @@ fn replays_a_recorded_transcript() {
             signal: None
         }
     );
-    let v = harness::judge(&r.log, &r.exit.ended, &r.exit.stderr_tail, 0, 1);
+    let v = judge(&r.log, &r.exit.ended, &r.exit.stderr_tail);
     assert_eq!(v.outcome, Outcome::Complete);
     assert_eq!(
         v.text,
@@ -135,7 +151,7 @@ fn a_crash_is_an_exit_failure_with_stderr() {
             signal: None
         }
     );
-    let v = harness::judge(&r.log, &r.exit.ended, &r.exit.stderr_tail, 0, 1);
+    let v = judge(&r.log, &r.exit.ended, &r.exit.stderr_tail);
     assert_eq!(v.outcome, Outcome::Failed(FailureReason::Exit));
     assert!(v
         .detail
@@ -242,7 +258,7 @@ fn garbage_and_huge_lines_are_reported_not_fatal() {
         .invalid
         .iter()
         .any(|w| w.contains("20000000 bytes exceeds")));
-    let v = harness::judge(&r.log, &r.exit.ended, &r.exit.stderr_tail, 0, 1);
+    let v = judge(&r.log, &r.exit.ended, &r.exit.stderr_tail);
     assert_eq!(v.outcome, Outcome::Complete);
 }
 
@@ -309,8 +325,5 @@ fn an_agent_that_lingers_after_its_result_is_stopped_and_succeeds() {
         }))
         .unwrap();
     assert_eq!(exit.ended, Ended::Lingered);
-    assert_eq!(
-        harness::judge(&log, &exit.ended, "", 0, 1).outcome,
-        Outcome::Complete
-    );
+    assert_eq!(judge(&log, &exit.ended, "").outcome, Outcome::Complete);
 }

@@ -22,6 +22,7 @@ fn job(id: &str) -> NewJob {
         harness: "claude".into(),
         model: None,
         has_context: false,
+        context_hash: None,
     }
 }
 
@@ -89,6 +90,7 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
                         None,
                         &Position::End,
                         Caller::Human,
+                        None,
                         5,
                     )
                 })

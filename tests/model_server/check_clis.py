@@ -244,6 +244,24 @@ def fail_case(cli, bin_dir, case_dir, status, count, runs, env=None, **kw):
     return results, srv.requests()
 
 
+def case_multi(cli, bin_dir, case_dir):
+    """Two tool round-trips (the first with a text preamble), then the final answer."""
+    steps = [{"text": "Looking around.", "shell": "echo one > multi.txt"},
+             {"shell": "echo two >> multi.txt"},
+             {"text": "Finished both steps.", "usage": {"input_tokens": 1234, "output_tokens": 56}}]
+    srv = ModelServer(case_dir, {"rules": [{"name": "other", "match": "NOT-IN-PROMPT", "steps": [{"text": "wrong"}]},
+                                           {"name": "multi", "steps": steps}]})
+    try:
+        r = run_cli(cli, bin_dir, case_dir, "run1", srv.port, "Do the multi-step thing")
+    finally:
+        srv.stop()
+    path = os.path.join(case_dir, "run1", "work", "multi.txt")
+    r["multi_txt"] = open(path).read() if os.path.exists(path) else None
+    ok = (r["rc"] == 0 and r["success"] and r["text"] == "Finished both steps."
+          and r["multi_txt"] == "one\ntwo\n" and len(r["tools"]) == 2)
+    return ok, [r], srv.requests()
+
+
 NO_RETRY_ENV = {"claude": {"CLAUDE_CODE_MAX_RETRIES": "0"}, "codex": {}, "gemini": {}}
 
 
@@ -266,15 +284,22 @@ def case_c529(cli, bin_dir, case_dir):
     return case_c(cli, bin_dir, case_dir, status=529)
 
 
-# Informational (not part of the required proof): default retry behaviour with failFirst count 1.
+# Informational (not part of the required proof): does the CLI's OWN retry absorb one 429?
+# Observed: Claude (default CLAUDE_CODE_MAX_RETRIES) retries once and succeeds; Gemini with
+# general.maxAttempts=2 retries after ~5 s and succeeds; Codex never retries a 429 (even with
+# request_max_retries>0), so its run fails. PASS means "behaved as observed above".
+RETRY_EXPECTED = {"claude": True, "codex": False, "gemini": True}
+
+
 def case_retry_default(cli, bin_dir, case_dir):
-    kw = {"codex": {"retries": 1}, "gemini": {"max_attempts": 2}, "claude": {}}[cli]
+    kw = {"codex": {"retries": 4}, "gemini": {"max_attempts": 2}, "claude": {}}[cli]
     rs, reqs = fail_case(cli, bin_dir, case_dir, 429, 1, 1, env={}, **kw)
-    return rs[0]["success"], rs, reqs
+    return rs[0]["success"] == RETRY_EXPECTED[cli], rs, reqs
 
 
-CASES = {"a": case_a, "b": case_b, "c": case_c, "c529": case_c529, "retry": case_retry_default}
-DEFAULT_CASES = {"claude": ["a", "b", "c", "c529"], "codex": ["a", "b", "c"], "gemini": ["a", "b", "c"]}
+CASES = {"multi": case_multi, "a": case_a, "b": case_b, "c": case_c, "c529": case_c529, "retry": case_retry_default}
+DEFAULT_CASES = {"claude": ["a", "b", "c", "c529", "multi"], "codex": ["a", "b", "c", "multi"],
+                 "gemini": ["a", "b", "c", "multi"]}
 
 
 def main():

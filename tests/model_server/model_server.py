@@ -49,6 +49,34 @@ GEMINI_CANNED_JSON = {
 NO_RULE_TEXT = "[model_server] no scenario rule matched this request"
 
 
+def fill_schema(schema, depth=0):
+    """Minimal value satisfying a JSON schema (used for side calls that ask for JSON,
+    e.g. Claude's session-title call: {"title": string})."""
+    if not isinstance(schema, dict) or depth > 6:
+        return "model_server"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = t[0] if t else "string"
+    t = str(t or ("object" if "properties" in schema else "string")).lower()
+    if t == "object":
+        props = schema.get("properties") or {}
+        keys = schema.get("required") or list(props)
+        return {k: fill_schema(props.get(k, {}), depth + 1) for k in keys}
+    if t == "array":
+        return []
+    if t in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if t == "boolean":
+        return False
+    if t == "null":
+        return None
+    return "Model server session"
+
+
 class Scenario:
     def __init__(self, data):
         if isinstance(data, list):  # bare list of steps = one catch-all rule
@@ -465,7 +493,11 @@ def gemini_chunks(body, model, step, req_len):
 def merge_gemini(chunks_):
     parts = []
     for c in chunks_:
-        parts += c["candidates"][0]["content"]["parts"]
+        for p in c["candidates"][0]["content"]["parts"]:
+            if "text" in p and parts and set(parts[-1]) == {"text"}:
+                parts[-1] = {"text": parts[-1]["text"] + p["text"]}  # join text chunks
+            else:
+                parts.append(p)
     last = dict(chunks_[-1])
     cand = dict(last["candidates"][0])
     cand["content"] = {"role": "model", "parts": parts}
@@ -612,8 +644,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         req_len = len(json.dumps(body))
         if not body.get("tools"):
-            rule_name, step = None, {"text": CANNED_TEXT, "usage": {"input_tokens": max(1, req_len // 4),
-                                                                   "output_tokens": 2}}
+            fmt = (body.get("output_config") or {}).get("format") or {}
+            canned = json.dumps(fill_schema(fmt.get("schema"))) if fmt.get("type") == "json_schema" else CANNED_TEXT
+            rule_name, step = None, {"text": canned, "usage": {"input_tokens": max(1, req_len // 4),
+                                                              "output_tokens": 10}}
         else:
             rule_name, step = self._resolve("anthropic", body, anthropic_text(body), anthropic_step(body))
             if step is None:

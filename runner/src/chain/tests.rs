@@ -2,6 +2,29 @@
 
 use super::*;
 
+fn ins(
+    doc: &mut Assignment,
+    jobs: &[NewJob],
+    group: Option<&str>,
+    position: &Position,
+    caller: Caller<'_>,
+    now: Millis,
+) -> Result<Inserted, ChainError> {
+    insert_jobs(doc, jobs, group, position, caller, None, now)
+}
+
+fn claim_run(
+    doc: &mut Assignment,
+    view: &LeaseView<'_>,
+    host: &str,
+    lease_ms: u64,
+) -> Option<Claim> {
+    match claim(doc, view, host, lease_ms)? {
+        Claimed::Run(c) => Some(c),
+        Claimed::OverBudget(reason) => panic!("over budget: {reason}"),
+    }
+}
+
 const LEASE: u64 = 30_000;
 
 fn doc() -> Assignment {
@@ -15,6 +38,7 @@ fn new_job(id: &str, job_type: JobType) -> NewJob {
         harness: "claude".into(),
         model: None,
         has_context: false,
+        context_hash: None,
     }
 }
 
@@ -50,7 +74,7 @@ fn ids(doc: &Assignment) -> Vec<&str> {
 }
 
 fn insert(doc: &mut Assignment, id: &str, t: JobType) {
-    insert_jobs(
+    ins(
         doc,
         &[new_job(id, t)],
         None,
@@ -63,7 +87,7 @@ fn insert(doc: &mut Assignment, id: &str, t: JobType) {
 
 /// Claims and completes the current unit, returning what recording the last job did.
 fn run_unit(doc: &mut Assignment, pm_id: &str, outcome: Outcome) -> Recorded {
-    let claim = claim(doc, &view(3_000), "host", LEASE).expect("claimable");
+    let claim = claim_run(doc, &view(3_000), "host", LEASE).expect("claimable");
     let mut last = None;
     for job in &claim.job_ids {
         last = Some(
@@ -90,7 +114,7 @@ fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
 
     // An agent (job j1) inserting twice keeps its order, right after itself.
     for id in ["k1", "k2"] {
-        insert_jobs(
+        ins(
             &mut d,
             &[new_job(id, JobType::Review)],
             None,
@@ -104,7 +128,7 @@ fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
     assert_eq!(d.job("k1").unwrap().inserted_by.as_deref(), Some("j1"));
 
     // --after lands after the anchor.
-    insert_jobs(
+    ins(
         &mut d,
         &[new_job("x", JobType::Uat)],
         None,
@@ -120,7 +144,7 @@ fn inserts_append_for_humans_and_follow_the_caller_for_agents() {
 fn insert_is_idempotent_and_validates() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    let again = insert_jobs(
+    let again = ins(
         &mut d,
         &[new_job("j1", JobType::Plan)],
         None,
@@ -132,7 +156,7 @@ fn insert_is_idempotent_and_validates() {
     assert_eq!(again, Inserted::AlreadyPresent);
     assert_eq!(d.jobs.len(), 1);
 
-    let err = insert_jobs(
+    let err = ins(
         &mut d,
         &[new_job("j2", JobType::Plan)],
         None,
@@ -144,11 +168,11 @@ fn insert_is_idempotent_and_validates() {
     assert!(matches!(err, ChainError::NoSuchJob { .. }));
 
     let group = [new_job("g1", JobType::Review), new_job("g2", JobType::Pm)];
-    let err = insert_jobs(&mut d, &group, Some("g"), &Position::End, Caller::Human, 9).unwrap_err();
+    let err = ins(&mut d, &group, Some("g"), &Position::End, Caller::Human, 9).unwrap_err();
     assert!(err.to_string().contains("pm job cannot be part of a group"));
 
     d.status = AssignmentStatus::Complete;
-    let err = insert_jobs(
+    let err = ins(
         &mut d,
         &[new_job("j3", JobType::Plan)],
         None,
@@ -167,7 +191,7 @@ fn cannot_insert_before_a_started_job() {
     insert(&mut d, "j2", JobType::Implement);
     d.jobs[1].status = JobStatus::Complete;
     d.jobs[1].attempt = 1;
-    let err = insert_jobs(
+    let err = ins(
         &mut d,
         &[new_job("x", JobType::Uat)],
         None,
@@ -190,7 +214,7 @@ fn claim_runs_one_unit_under_a_fenced_lease() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
     insert(&mut d, "j2", JobType::Implement);
-    let c = claim(&mut d, &view(3_000), "h", LEASE).unwrap();
+    let c = claim_run(&mut d, &view(3_000), "h", LEASE).unwrap();
     assert_eq!(
         c,
         Claim {
@@ -202,7 +226,7 @@ fn claim_runs_one_unit_under_a_fenced_lease() {
     assert_eq!(d.jobs[0].status, JobStatus::Running);
     assert_eq!(d.jobs[0].attempt, 1);
     // A second claim while the lease lives gets nothing.
-    assert!(claim(&mut d, &view(3_001), "h", LEASE).is_none());
+    assert!(claim_run(&mut d, &view(3_001), "h", LEASE).is_none());
     // Renewing with the right epoch works; a stale epoch is fenced.
     renew(&mut d, 1, 4_000, LEASE).unwrap();
     assert_eq!(d.lease.as_ref().unwrap().expires_at, 4_000 + LEASE);
@@ -216,7 +240,7 @@ fn claim_runs_one_unit_under_a_fenced_lease() {
 fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    let first = claim(
+    let first = claim_run(
         &mut d,
         &LeaseView {
             now: 10,
@@ -228,7 +252,7 @@ fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
     )
     .unwrap();
     // Embedded store: a different runner id means the old runner is dead.
-    let second = claim(
+    let second = claim_run(
         &mut d,
         &LeaseView {
             now: 11,
@@ -255,7 +279,7 @@ fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
     // Shared store: another runner's lease is respected until it expires.
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
-    claim(
+    claim_run(
         &mut d,
         &LeaseView {
             now: 10,
@@ -272,13 +296,13 @@ fn a_dead_runners_lease_is_taken_over_with_a_new_epoch() {
         exclusive: false,
     };
     assert_eq!(readiness(&d, &b), Readiness::WaitUntil(10 + LEASE));
-    assert!(claim(&mut d, &b, "h", LEASE).is_none());
+    assert!(claim_run(&mut d, &b, "h", LEASE).is_none());
     let later = LeaseView {
         now: 10 + LEASE,
         me: "b",
         exclusive: false,
     };
-    assert!(claim(&mut d, &later, "h", LEASE).is_some());
+    assert!(claim_run(&mut d, &later, "h", LEASE).is_some());
 }
 
 #[test]
@@ -304,8 +328,8 @@ fn a_group_runs_together_and_gets_one_pm() {
         new_job("r1", JobType::Review),
         new_job("r2", JobType::Review),
     ];
-    insert_jobs(&mut d, &group, Some("g1"), &Position::End, Caller::Human, 5).unwrap();
-    let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
+    ins(&mut d, &group, Some("g1"), &Position::End, Caller::Human, 5).unwrap();
+    let c = claim_run(&mut d, &view(10), "h", LEASE).unwrap();
     assert_eq!(c.job_ids, vec!["r1".to_string(), "r2".into()]);
     let first = record_attempt(
         &mut d,
@@ -356,8 +380,8 @@ fn a_pm_that_inserts_or_completes_has_decided() {
     let mut d = doc();
     insert(&mut d, "j1", JobType::Plan);
     run_unit(&mut d, "p1", Outcome::Complete);
-    let c = claim(&mut d, &view(10), "h", LEASE).unwrap();
-    insert_jobs(
+    let c = claim_run(&mut d, &view(10), "h", LEASE).unwrap();
+    ins(
         &mut d,
         &[new_job("j2", JobType::Implement)],
         None,
@@ -379,7 +403,7 @@ fn a_pm_that_inserts_or_completes_has_decided() {
     assert_eq!(ids(&d), ["j1", "p1", "j2"]);
 
     run_unit(&mut d, "p2", Outcome::Complete);
-    let c = claim(&mut d, &view(20), "h", LEASE).unwrap();
+    let c = claim_run(&mut d, &view(20), "h", LEASE).unwrap();
     let complete = AssignmentUpdate {
         status: Some(AssignmentStatus::Complete),
         ..Default::default()
@@ -408,7 +432,7 @@ fn transient_errors_pause_and_resume() {
     assert_eq!(d.jobs[0].status, JobStatus::WaitingRetry);
     assert_eq!(readiness(&d, &view(8_999)), Readiness::WaitUntil(9_000));
     assert_eq!(next_wakeup([&d], &view(8_999)), Some(9_000));
-    let c = claim(&mut d, &view(9_000), "h", LEASE).unwrap();
+    let c = claim_run(&mut d, &view(9_000), "h", LEASE).unwrap();
     assert_eq!(c.job_ids, vec!["j1".to_string()]);
     assert_eq!(d.jobs[0].attempt, 2);
     assert_eq!(d.jobs[0].retry_after, None);
@@ -510,4 +534,231 @@ fn pick_follows_the_seed_rules() {
     // Blocked ones do not hold the turn.
     docs[0].status = AssignmentStatus::Blocked;
     assert_eq!(pick(&docs, &none, 10, &v), ["s-old", "i-1", "i-2"]);
+}
+
+#[test]
+fn budgets_block_instead_of_starting_work() {
+    let mut d = doc();
+    d.budget.max_jobs = Some(1);
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    run_unit(&mut d, "p2", Outcome::Complete);
+    // j1 ran; starting j2 would be the second non-PM job.
+    let r = claim(&mut d, &view(5_000), "h", LEASE).unwrap();
+    assert_eq!(
+        r,
+        Claimed::OverBudget("budget exceeded: 1 jobs started, maxJobs is 1".into())
+    );
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert_eq!(
+        d.blocked_reason.as_deref(),
+        Some("budget exceeded: 1 jobs started, maxJobs is 1")
+    );
+
+    // Cost: spent at or over the limit blocks when the job that spent it ends.
+    let mut d = doc();
+    d.budget.max_cost_usd = Some(0.20);
+    insert(&mut d, "j1", JobType::Plan);
+    let r = run_unit(&mut d, "p1", Outcome::Complete);
+    assert_eq!(
+        r,
+        Recorded::UnitEnded,
+        "blocked: no PM until a human resumes it"
+    );
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert_eq!(
+        d.blocked_reason.as_deref(),
+        Some("budget exceeded: spent $0.25, maxCostUsd is $0.20")
+    );
+
+    // Wall time, counted from the first job's start.
+    let mut d = doc();
+    d.budget.max_wall_ms = Some(1_000);
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    assert_eq!(d.started_at, Some(3_000));
+    assert_eq!(wall_deadline(&d), Some(4_000));
+    let r = claim(&mut d, &view(4_000), "h", LEASE).unwrap();
+    assert!(
+        matches!(r, Claimed::OverBudget(ref m) if m.contains("maxWallMs")),
+        "{r:?}"
+    );
+
+    // PM rounds.
+    let mut d = doc();
+    d.budget.max_pm_rounds = Some(1);
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    run_unit(&mut d, "p2", Outcome::Complete);
+    run_unit(&mut d, "p3", Outcome::Complete);
+    let r = claim(&mut d, &view(9_000), "h", LEASE).unwrap();
+    assert!(
+        matches!(r, Claimed::OverBudget(ref m) if m.contains("1 PM rounds")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_budget_stop_blocks_with_its_reason() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let c = claim_run(&mut d, &view(10), "h", LEASE).unwrap();
+    let report = AttemptReport {
+        outcome: Outcome::Failed(FailureReason::Budget),
+        detail: Some("budget exceeded: maxWallMs is 5 ms and the time is up".into()),
+        ..report(Outcome::Complete)
+    };
+    record_attempt(&mut d, c.epoch, "j1", &report, &pm("p"), 20).unwrap();
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert!(d.blocked_reason.unwrap().contains("maxWallMs"));
+}
+
+#[test]
+fn a_pm_repeating_the_same_job_is_stopped() {
+    let mut d = doc();
+    let same = |id: &str| NewJob {
+        context_hash: Some(fingerprint("fix the bug")),
+        ..new_job(id, JobType::Implement)
+    };
+    insert(&mut d, "p0", JobType::Pm);
+    for (i, id) in ["i1", "i2"].iter().enumerate() {
+        insert_jobs(
+            &mut d,
+            &[same(id)],
+            None,
+            &Position::End,
+            Caller::Job("p0"),
+            Some(3),
+            i as u64,
+        )
+        .unwrap();
+        assert_ne!(d.status, AssignmentStatus::Blocked);
+    }
+    insert_jobs(
+        &mut d,
+        &[same("i3")],
+        None,
+        &Position::End,
+        Caller::Job("p0"),
+        Some(3),
+        9,
+    )
+    .unwrap();
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert_eq!(
+        d.blocked_reason.as_deref(),
+        Some("loop: a implement job with the same context was inserted 3 times in a row")
+    );
+    // A different context, or a human, is no loop.
+    let mut d = doc();
+    for id in ["a", "b", "c"] {
+        insert_jobs(
+            &mut d,
+            &[same(id)],
+            None,
+            &Position::End,
+            Caller::Human,
+            Some(3),
+            1,
+        )
+        .unwrap();
+    }
+    assert_eq!(d.status, AssignmentStatus::Pending);
+    assert_eq!(fingerprint("  x \n"), fingerprint("x"));
+}
+
+#[test]
+fn cancel_and_retry() {
+    // A running job with a live lease: the runner holding it is asked to stop it.
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Implement);
+    claim_run(&mut d, &view(10), "h", LEASE).unwrap();
+    cancel(&mut d, CancelTarget::Job("j1"), &view(11)).unwrap();
+    assert!(d.jobs[0].cancel_requested);
+    assert_eq!(d.jobs[0].status, JobStatus::Running);
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    assert_eq!(
+        d.blocked_reason.as_deref(),
+        Some("job j1 cancelled by a human")
+    );
+
+    // With a dead lease (its runner is gone) the job is marked cancelled at once.
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "dead",
+            exclusive: true,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    cancel(&mut d, CancelTarget::Assignment, &view(11)).unwrap();
+    assert_eq!(d.jobs[0].status, JobStatus::Failed);
+    assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Cancelled));
+    assert!(d.lease.is_none());
+    assert!(matches!(
+        cancel(&mut d, CancelTarget::Job("j1"), &view(12)),
+        Err(ChainError::Invalid(_))
+    ));
+
+    // Retry puts it back in place and resumes the assignment.
+    retry(&mut d, "j1", 20).unwrap();
+    assert_eq!(d.jobs[0].status, JobStatus::Pending);
+    assert_eq!(d.status, AssignmentStatus::Active);
+    assert!(matches!(readiness(&d, &view(21)), Readiness::Ready(v) if v == ["j1"]));
+    assert!(
+        retry(&mut d, "j1", 21).is_err(),
+        "only failed jobs are retried"
+    );
+
+    // A cancelled pending job.
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    cancel(&mut d, CancelTarget::Job("j1"), &view(5)).unwrap();
+    assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Cancelled));
+}
+
+#[test]
+fn a_dead_lease_on_a_blocked_assignment_is_settled() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    insert(&mut d, "j2", JobType::Plan);
+    claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "old",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    d.jobs[0].cancel_requested = true;
+    d.status = AssignmentStatus::Blocked;
+    let live = LeaseView {
+        now: 20,
+        me: "new",
+        exclusive: false,
+    };
+    assert_eq!(
+        settle_dead_lease(&mut d, &live),
+        Err(Unchanged),
+        "still live"
+    );
+    let later = LeaseView {
+        now: 10 + LEASE,
+        me: "new",
+        exclusive: false,
+    };
+    settle_dead_lease(&mut d, &later).unwrap();
+    assert!(d.lease.is_none());
+    assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Cancelled));
 }

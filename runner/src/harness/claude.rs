@@ -160,6 +160,7 @@ fn result(v: &Value) -> AgentResult {
         cached_input_tokens: 0,
         api_error_status,
         transient,
+        budget_exceeded: str_of(v, "subtype") == Some("error_max_budget_usd"),
     }
 }
 

@@ -139,6 +139,7 @@ fn completed(v: &Value) -> AgentResult {
         cached_input_tokens: n("cached_input_tokens"),
         api_error_status: None,
         transient: false,
+        budget_exceeded: false,
     }
 }
 
@@ -156,5 +157,6 @@ fn failed(v: &Value) -> AgentResult {
         cached_input_tokens: 0,
         api_error_status: status,
         transient,
+        budget_exceeded: false,
     }
 }

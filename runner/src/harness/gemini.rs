@@ -104,6 +104,7 @@ fn result(v: &Value) -> AgentResult {
             cached_input_tokens: n("cached"),
             api_error_status: None,
             transient: false,
+            budget_exceeded: false,
         };
     }
     let error = v.get("error").unwrap_or(&Value::Null);
@@ -118,5 +119,6 @@ fn result(v: &Value) -> AgentResult {
         cached_input_tokens: n("cached"),
         api_error_status: status,
         transient,
+        budget_exceeded: false,
     }
 }

@@ -83,6 +83,8 @@ pub struct AgentResult {
     pub api_error_status: Option<u16>,
     /// The error looks transient (rate limit, overload, server error) even without a status.
     pub transient: bool,
+    /// The agent stopped itself at the spending limit wf gave it.
+    pub budget_exceeded: bool,
 }
 
 /// What one stdout line meant.
@@ -592,6 +594,14 @@ pub fn judge(log: &RunLog, input: &JudgeInput<'_>) -> Verdict {
                 stderr_hint()
             ),
             log.final_text(r),
+        ),
+        Some(r) if r.budget_exceeded => fail(
+            FailureReason::Budget,
+            format!(
+                "budget exceeded: the agent stopped at the cost limit it was given ({})",
+                r.text.trim()
+            ),
+            r.text.clone(),
         ),
         Some(r) => {
             let first_line: String = r

@@ -173,6 +173,7 @@ fn error_subtypes_use_the_errors_list_and_model_usage() {
     assert!(v.text.contains("maximum number of turns"), "{}", v.text);
     // On error_max_budget_usd `usage` is zeroed; modelUsage is right.
     let (_, v) = replay(fixture!("max_budget"));
+    assert_eq!(v.outcome, Outcome::Failed(FailureReason::Budget));
     assert!(v.usage.input_tokens > 0, "{v:?}");
     assert!(v.text.contains("maximum budget"), "{}", v.text);
 }

@@ -92,6 +92,7 @@ fn list_bench(bins: &Bins, out: &mut String) {
                 priority: 10,
                 independent: true,
                 start: None,
+                budget: None,
             };
             c.call(Request::Create(req)).await.expect("create");
         }
@@ -171,6 +172,7 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 priority: 10,
                 independent: true,
                 start: None,
+                budget: None,
             };
             let doc: wf_runner::model::Assignment =
                 b.call_as(Request::Create(req)).await.expect("create");
@@ -255,6 +257,7 @@ fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
                     model: None,
                     context: None,
                 }),
+                budget: None,
             };
             let doc: wf_runner::model::Assignment =
                 b.call_as(Request::Create(req)).await.expect("create");
