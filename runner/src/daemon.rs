@@ -111,12 +111,26 @@ struct Ctx {
     host: String,
     templates: Templates,
     base_env: BTreeMap<String, String>,
+    /// How prompts tell agents to run wf.
+    wf_command: String,
     running_as_root: bool,
 }
 
 impl Ctx {
     fn lease_ms(&self) -> u64 {
         self.config.lease.as_millis() as u64
+    }
+}
+
+/// `text` as one shell word.
+fn shell_quote(text: &str) -> String {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -256,6 +270,15 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         config.agent_config_path().display().to_string(),
     );
     base_env.insert("WF_RUNNER_ID".into(), runner_id.clone());
+    // An absolute path: agents' shells may be login shells that reset PATH (Codex runs
+    // `bash -lc`).
+    let wf_command = match &opts.wf_dir {
+        Some(dir) => shell_quote(&dir.join("wf").display().to_string()),
+        None => "wf".to_string(),
+    };
+    if let Some(dir) = &opts.wf_dir {
+        base_env.insert("WF_BIN".into(), dir.join("wf").display().to_string());
+    }
     match &opts.wf_dir {
         Some(dir) => {
             let mut path = vec![dir.clone()];
@@ -281,6 +304,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         host,
         templates,
         base_env,
+        wf_command,
         running_as_root,
     });
 
@@ -1013,6 +1037,7 @@ async fn build_prompt(ctx: &Ctx, doc: &Assignment, job: &Job) -> anyhow::Result<
         job,
         context: &context,
         previous,
+        wf: &ctx.wf_command,
     };
     Ok(prompt::render(&ctx.templates, &input)?)
 }

@@ -131,6 +131,8 @@ pub struct PromptInput<'a> {
     pub context: &'a str,
     /// For a PM: the results of the jobs it reviews. For others: of the last non-PM unit.
     pub previous: Vec<PriorResult<'a>>,
+    /// How the agent runs wf: an absolute path (a login shell resets `PATH`), or `wf`.
+    pub wf: &'a str,
 }
 
 /// The jobs whose results job `job` sees: a PM sees those it reviews; any other job sees the
@@ -264,6 +266,7 @@ pub fn render(templates: &Templates, input: &PromptInput<'_>) -> Result<String, 
         PREVIOUS_RESULT => format_results(&input.previous),
         ASSIGNMENT_ID => input.doc.id.as_str(),
         JOB_ID => job.id.as_str(),
+        WF => input.wf,
         CURRENT_JOB_ID => job.id.as_str(),
         GROUP_ID => job.group_id.as_deref().unwrap_or(""),
         JOB_TYPE => job.job_type.as_str(),
@@ -327,6 +330,7 @@ mod tests {
                 job: &job,
                 context: "ctx",
                 previous: vec![],
+                wf: "wf",
             };
             let text = render(&templates, &input).unwrap();
             assert!(
@@ -356,6 +360,7 @@ mod tests {
             doc: &doc,
             job: &pm,
             context: "",
+            wf: "/opt/wf/bin/wf",
             previous: prev
                 .into_iter()
                 .map(|job| PriorResult {
@@ -366,10 +371,10 @@ mod tests {
         };
         let text = render(&templates, &input).unwrap();
         for needle in [
-            "wf insert-job --type",
-            "wf insert-job --jobs-file",
-            "wf update-assignment --status complete",
-            "wf update-assignment --status blocked --reason",
+            "/opt/wf/bin/wf insert-job --type",
+            "/opt/wf/bin/wf insert-job --jobs-file",
+            "/opt/wf/bin/wf update-assignment --status complete",
+            "/opt/wf/bin/wf update-assignment --status blocked --reason",
             "FAILED (exit): ended with exit code 3",
             "partial work",
             "use sqlite",
@@ -407,6 +412,7 @@ mod tests {
             job: &doc.jobs[0],
             context: "",
             previous: vec![],
+            wf: "wf",
         };
         let err = render(&templates, &input).unwrap_err().to_string();
         assert!(
@@ -428,6 +434,7 @@ mod tests {
             job: &job,
             context: "",
             previous: vec![],
+            wf: "wf",
         };
         assert_eq!(
             render(&templates, &input).unwrap(),

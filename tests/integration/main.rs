@@ -9,6 +9,7 @@ mod cli;
 mod e2e;
 mod nats;
 mod process;
+mod real_clis;
 mod store_contract;
 
 /// The binaries cargo built for this test run.

@@ -473,6 +473,15 @@ fn runtime() -> tokio::runtime::Runtime {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if std::env::var_os("WF_TEST_KEEP").is_some() {
+            eprintln!("WF_TEST_KEEP: kept {}", self.tmp.path().display());
+            let keep = tempfile::Builder::new()
+                .prefix("wf-test-gone-")
+                .tempdir()
+                .expect("tempdir");
+            let kept = std::mem::replace(&mut self.tmp, keep);
+            let _ = kept.keep();
+        }
         for mut child in self.runners.drain(..).flatten() {
             let _ = child.kill();
             let _ = child.wait();
@@ -700,5 +709,95 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop(true);
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// The directory holding the real `claude`, `codex` and `gemini` (pinned in
+/// `tests/agent-clis/package.json`): `$WF_AGENT_CLIS`, else `.cache/agent-clis/node_modules/.bin`.
+/// Panics — these tests must fail, not skip — when they are not installed.
+pub fn agent_clis() -> PathBuf {
+    let dir = std::env::var_os("WF_AGENT_CLIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/agent-clis/node_modules/.bin"));
+    for cli in ["claude", "codex", "gemini"] {
+        assert!(
+            dir.join(cli).exists(),
+            "{} not found in {}: install the pinned agent CLIs with \
+             `mkdir -p .cache/agent-clis && cp tests/agent-clis/package*.json .cache/agent-clis/ && \
+             npm ci --prefix .cache/agent-clis` (as .ci/run does), or set WF_AGENT_CLIS",
+            cli,
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The scripted model endpoint (`tests/model_server/model_server.py`), on loopback.
+pub struct ModelServer {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl ModelServer {
+    /// Starts it with `scenario`, keeping its files in `dir`.
+    pub fn start(scenario: &Value, dir: &Path) -> Self {
+        use std::io::BufRead;
+        std::fs::create_dir_all(dir).expect("model server dir");
+        let scenario_path = dir.join("scenario.json");
+        std::fs::write(&scenario_path, scenario.to_string()).expect("scenario");
+        let log = dir.join("requests.jsonl");
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/model_server/model_server.py"))
+            .arg("--scenario")
+            .arg(&scenario_path)
+            .arg("--log")
+            .arg(&log)
+            .arg("--port")
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the scripted model endpoint");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("model server output");
+        let port = first
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("model server did not start: {first:?}"));
+        Self { child, port, log }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests it answered.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
