@@ -7,6 +7,8 @@ use wf_tests::Bins;
 
 mod cli;
 mod e2e;
+mod faults;
+mod fuzz;
 mod nats;
 mod process;
 mod real_clis;
@@ -26,4 +28,37 @@ pub(crate) fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// Writes one row of docs/RELIABILITY.md (`cargo run -p wf-tests --bin wf-reliability` turns the
+/// rows of the last test run into the file). `test` is the test's name, optionally followed by
+/// `#variant` when one test records several rows.
+pub(crate) fn record_reliability(
+    test: &str,
+    fault: &str,
+    action: &str,
+    times: usize,
+    lost: &str,
+    recovery: std::time::Duration,
+) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    std::fs::create_dir_all(&dir).expect("reliability dir");
+    let module = std::thread::current()
+        .name()
+        .unwrap_or("")
+        .split("::")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let row = serde_json::json!({
+        "test": test,
+        "fault": fault,
+        "action": action,
+        "times": times,
+        "lost": lost,
+        "recoveryMs": recovery.as_millis() as u64,
+        "command": format!("cargo test -p wf-tests --test integration -- {module}::{} --exact", test.split('#').next().unwrap_or(test)),
+    });
+    let file = test.replace('#', "-");
+    std::fs::write(dir.join(format!("{file}.json")), row.to_string()).expect("reliability row");
 }

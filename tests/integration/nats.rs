@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use wf_runner::model::{AssignmentStatus, JobStatus, JobType};
 use wf_tests::{nats_server, nats_servers, NatsServer, TestEnv};
 
-use crate::{fixture, BINS};
+use crate::{fixture, record_reliability, BINS};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -116,6 +116,7 @@ fn three_runners_thirty_assignments_and_five_kill_9s() {
     for n in 0..3 {
         env.start_runner_n(n);
     }
+    let started = Instant::now();
     let ids: Vec<String> = (0..30)
         .map(|i| {
             env.wf_ok(&[
@@ -177,6 +178,14 @@ fn three_runners_thirty_assignments_and_five_kill_9s() {
         records.len()
     );
     assert!(env.runners_started() >= 8);
+    record_reliability(
+        "three_runners_thirty_assignments_and_five_kill_9s",
+        "NATS: kill -9 of a random runner of 3, 5 times, while 30 assignments (60 jobs, 1–3 s each) run",
+        "leases expire after leaseMs (2 s); tokens are redelivered and the sweeper re-announces; interrupted jobs run again elsewhere",
+        5,
+        &format!("nothing: 60 of 60 jobs complete once in the final state, {reruns} re-run, no double run"),
+        started.elapsed(),
+    );
 }
 
 #[test]
@@ -217,10 +226,19 @@ fn work_survives_a_nats_server_restart() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let restarted = Instant::now();
         server.restart();
         for id in &ids {
             env.wait_for(id, LONG, complete);
         }
+        record_reliability(
+            &format!("work_survives_a_nats_server_restart#{}", version_of(&bin)),
+            &format!("NATS: nats-server {} restarted (SIGTERM, start) while 2 runners run 10 assignments", version_of(&bin)),
+            "clients reconnect; renewals that fail long enough stop their agents (self-fencing); expired leases are taken over",
+            1,
+            "nothing: 10 of 10 assignments complete, no double run",
+            restarted.elapsed(),
+        );
         let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
         assert!(violations.is_empty(), "double run: {violations}");
         for id in &ids {
@@ -271,10 +289,19 @@ fn a_three_node_cluster_loses_a_node_and_work_completes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let killed = Instant::now();
     nodes[0].stop(true);
     for id in &ids {
         env.wait_for(id, LONG, complete);
     }
+    record_reliability(
+        "a_three_node_cluster_loses_a_node_and_work_completes",
+        "NATS: one node of a 3-node JetStream cluster (bucket and stream at 3 replicas) killed with SIGKILL mid-run",
+        "clients fail over to the other nodes",
+        1,
+        "nothing: 10 of 10 assignments complete, no double run",
+        killed.elapsed(),
+    );
     let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
     assert!(violations.is_empty(), "double run: {violations}");
 }
@@ -331,4 +358,17 @@ fn two_namespaces_on_one_server_never_take_each_others_work() {
             assert!(mine.contains(r["assignment"].as_str().unwrap()), "{r}");
         }
     }
+}
+
+fn version_of(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('v')
+        .next()
+        .unwrap_or("?")
+        .to_string()
 }

@@ -53,13 +53,15 @@ fn println_flush(line: &str) {
     }
 }
 
+/// Appends one line in a single write, so that lines of concurrent agents never interleave.
 fn append(path: &str, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .expect("record file");
-    writeln!(f, "{line}").expect("record write");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("record write");
 }
 
 /// Runs `wf` from PATH (the runner puts its directory first), like an agent's shell tool.

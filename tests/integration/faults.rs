@@ -1,0 +1,472 @@
+//! Fault injection with the real binaries: stuck and stubborn agents, cancels, budgets,
+//! runner crashes and shutdowns. Each test records what it did in a row of
+//! docs/RELIABILITY.md (`cargo run -p wf-tests --bin wf-reliability` writes the file from the
+//! rows of the last run).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wf_runner::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
+use wf_tests::{alive, pids_in, wait_gone, TestEnv};
+
+use crate::{fixture, record_reliability as record, BINS};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn script(env: &TestEnv, script: Value) {
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+}
+
+fn pm_completes() -> Value {
+    json!([{"init": true}, {"wf": ["update-assignment", "--status", "complete"]}, {"result": "done"}])
+}
+
+fn done(d: &wf_runner::model::Assignment) -> bool {
+    d.lease.is_none()
+        && matches!(
+            d.status,
+            AssignmentStatus::Complete | AssignmentStatus::Blocked
+        )
+}
+
+#[test]
+fn a_silent_agent_is_stopped_by_the_idle_timeout() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"idleTimeoutMs": 500}));
+    let w = env.work_path("grandchildren");
+    script(
+        &env,
+        json!({
+            "implement": [{"grandchild": w}, {"init": true}, {"hang": true}],
+            "pm": [{"init": true}, {"wf": ["update-assignment", "--status", "blocked", "--reason", "stuck"]}, {"result": "blocked"}]
+        }),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Hang", "--start", "implement"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, done);
+    let job = &doc.jobs[0];
+    assert_eq!(
+        job.failure_reason,
+        Some(FailureReason::IdleTimeout),
+        "{doc:#?}"
+    );
+    let took = Duration::from_millis(job.completed_at.unwrap() - job.started_at.unwrap());
+    for pid in pids_in(&env.work.join("grandchildren")) {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "grandchild {pid} survived"
+        );
+    }
+    assert_eq!(doc.jobs[1].job_type, JobType::Pm, "the PM saw the failure");
+    record(
+        "a_silent_agent_is_stopped_by_the_idle_timeout",
+        "agent hangs, printing nothing (and leaves a grandchild)",
+        "idleTimeoutMs 500: TERM, grace, KILL to the process group",
+        1,
+        "nothing: job failed (idle_timeout), PM ran, no process left",
+        took,
+    );
+}
+
+#[test]
+fn an_agent_that_ignores_sigterm_and_forks_dies_with_its_children_on_timeout() {
+    let mut env = TestEnv::new(
+        &BINS,
+        json!({}),
+        json!({"timeoutMs": 1000, "killGraceMs": 300}),
+    );
+    let w = env.work_path("grandchildren");
+    script(
+        &env,
+        json!({
+            "implement": [{"ignoreSigterm": true}, {"grandchild": w}, {"grandchild": w}, {"init": true}, {"hang": true}],
+            "pm": [{"init": true}, {"wf": ["update-assignment", "--status", "blocked", "--reason", "timeout"]}, {"result": "x"}]
+        }),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Stubborn", "--start", "implement"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, done);
+    assert_eq!(doc.jobs[0].failure_reason, Some(FailureReason::Timeout));
+    let pids = pids_in(&env.work.join("grandchildren"));
+    assert_eq!(pids.len(), 2);
+    for pid in &pids {
+        assert!(
+            wait_gone(*pid, Duration::from_secs(5)),
+            "grandchild {pid} survived the timeout"
+        );
+    }
+    let job = &doc.jobs[0];
+    record(
+        "an_agent_that_ignores_sigterm_and_forks_dies_with_its_children_on_timeout",
+        "agent ignores SIGTERM and forks two grandchildren that ignore it too",
+        "timeoutMs 1000, killGraceMs 300: TERM to the group, then KILL",
+        1,
+        "nothing: job failed (timeout), all 3 processes gone",
+        Duration::from_millis(job.completed_at.unwrap() - job.started_at.unwrap()),
+    );
+}
+
+#[test]
+fn an_agent_that_closes_stdout_and_keeps_running_is_stopped() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"idleTimeoutMs": 500}));
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"closeStdout": true}, {"hang": true}],
+            "pm": [{"init": true}, {"wf": ["update-assignment", "--status", "blocked", "--reason", "x"]}, {"result": "x"}]
+        }),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Mute", "--start", "implement"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, done);
+    assert_eq!(
+        doc.jobs[0].failure_reason,
+        Some(FailureReason::IdleTimeout),
+        "{doc:#?}"
+    );
+    record(
+        "an_agent_that_closes_stdout_and_keeps_running_is_stopped",
+        "agent closes stdout and keeps running",
+        "idle timeout (500 ms) stops the group",
+        1,
+        "nothing: job failed (idle_timeout)",
+        Duration::from_millis(doc.jobs[0].completed_at.unwrap() - doc.jobs[0].started_at.unwrap()),
+    );
+}
+
+#[test]
+fn cancel_stops_the_group_and_retry_runs_the_job_again() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    let w = env.work_path("grandchildren");
+    let rec = env.work_path("records");
+    script(
+        &env,
+        json!({
+            "implement": {"byAttempt": [
+                [{"record": rec}, {"grandchild": w}, {"init": true}, {"hang": true}],
+                [{"record": rec}, {"replay": fixture("text.jsonl")}]
+            ]},
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Cancel me", "--start", "implement"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, |d| d.jobs[0].status == JobStatus::Running);
+    let job = doc.jobs[0].id.clone();
+    let deadline = Instant::now() + LONG;
+    while env.records("records").is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let agent = env.records("records")[0]["pid"].as_u64().unwrap() as u32;
+
+    let asked = Instant::now();
+    let out = env.wf_ok(&["cancel", &job[..6]]);
+    assert!(out.contains("cancelled by a human"), "{out}");
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.jobs[0].status == JobStatus::Failed && d.lease.is_none()
+    });
+    let stopped = asked.elapsed();
+    assert_eq!(doc.jobs[0].failure_reason, Some(FailureReason::Cancelled));
+    assert_eq!(doc.status, AssignmentStatus::Blocked);
+    assert_eq!(doc.jobs.len(), 1, "no PM after a human cancel");
+    assert!(wait_gone(agent, Duration::from_secs(5)));
+    for pid in pids_in(&env.work.join("grandchildren")) {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "grandchild {pid} survived the cancel"
+        );
+    }
+
+    env.wf_ok(&["retry", &job]);
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.status == AssignmentStatus::Complete && d.lease.is_none()
+    });
+    assert_eq!(doc.jobs[0].status, JobStatus::Complete);
+    assert_eq!(doc.jobs[0].attempt, 2);
+    // Cancelling a whole assignment with nothing running is refused clearly.
+    let out = env.wf(&["cancel", &aid]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is complete"));
+    record(
+        "cancel_stops_the_group_and_retry_runs_the_job_again",
+        "`wf cancel JOB` on a running agent with a grandchild, then `wf retry JOB`",
+        "the runner stops the process group; the job is failed (cancelled), the assignment blocked; retry re-queues it in place",
+        1,
+        "nothing: the retried job completed, no process left",
+        stopped,
+    );
+}
+
+#[test]
+fn budgets_stop_a_running_job_and_block_the_assignment() {
+    // Wall time: the agent hangs; the budget stops it.
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    script(
+        &env,
+        json!({"implement": [{"init": true}, {"hang": true}], "pm": pm_completes()}),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&[
+            "create",
+            "Too slow",
+            "--start",
+            "implement",
+            "--max-wall-time",
+            "1s",
+        ])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, done);
+    assert_eq!(
+        doc.jobs[0].failure_reason,
+        Some(FailureReason::Budget),
+        "{doc:#?}"
+    );
+    assert_eq!(doc.status, AssignmentStatus::Blocked);
+    let reason = doc.blocked_reason.clone().unwrap();
+    assert!(reason.contains("maxWallMs is 1000 ms"), "{reason}");
+    let took =
+        Duration::from_millis(doc.jobs[0].completed_at.unwrap() - doc.jobs[0].started_at.unwrap());
+
+    // Cost: the job reports $0.50 against a $0.30 budget: blocked, no PM.
+    let env2 = TestEnv::new(
+        &BINS,
+        json!({"implement": [{"init": true}, {"result": {"text": "spent", "cost": 0.5}}], "pm": pm_completes()}),
+        json!({}),
+    );
+    let mut env2 = env2;
+    env2.start_runner();
+    let aid = env2
+        .wf_ok(&[
+            "create",
+            "Too dear",
+            "--start",
+            "implement",
+            "--max-cost",
+            "0.3",
+        ])
+        .trim()
+        .to_string();
+    let doc = env2.wait_for(&aid, LONG, done);
+    assert_eq!(doc.status, AssignmentStatus::Blocked);
+    assert_eq!(
+        doc.blocked_reason.as_deref(),
+        Some("budget exceeded: spent $0.50, maxCostUsd is $0.30")
+    );
+    assert_eq!(doc.jobs.len(), 1);
+    // The runner told Claude the budget too.
+    assert!(env2.wf_json(&["assignment", &aid])["budget"]["maxCostUsd"].as_f64() == Some(0.3));
+
+    // Jobs: the second non-PM job is not started.
+    let mut env3 = TestEnv::new(
+        &BINS,
+        json!({"plan": [{"replay": fixture("text.jsonl")}], "pm": [
+        {"init": true}, {"wf": ["insert-job", "--type", "implement"]}, {"result": "next"}]}),
+        json!({}),
+    );
+    env3.start_runner();
+    let aid = env3
+        .wf_ok(&["create", "Too many", "--start", "plan", "--max-jobs", "1"])
+        .trim()
+        .to_string();
+    let doc = env3.wait_for(&aid, LONG, done);
+    assert_eq!(
+        doc.blocked_reason.as_deref(),
+        Some("budget exceeded: 1 jobs started, maxJobs is 1")
+    );
+    assert_eq!(doc.jobs[2].attempt, 0, "the implement job never started");
+    record(
+        "budgets_stop_a_running_job_and_block_the_assignment",
+        "budget exceeded: wall time while a job runs; cost after a job; job count before one starts",
+        "the running job is stopped (failed: budget) and the assignment blocked with a reason naming the budget and the figure",
+        3,
+        "nothing: no job started past a budget",
+        took,
+    );
+}
+
+#[test]
+fn sigterm_returns_running_jobs_to_pending_and_they_resume_after_restart() {
+    let mut env = TestEnv::new(
+        &BINS,
+        json!({}),
+        json!({"shutdownGraceMs": 500, "maxConcurrent": 3}),
+    );
+    let rec = env.work_path("records");
+    script(
+        &env,
+        json!({
+            "implement": {"byAttempt": [
+                [{"record": rec}, {"init": true}, {"hang": true}],
+                [{"record": rec}, {"replay": fixture("text.jsonl")}]
+            ]},
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            env.wf_ok(&[
+                "create",
+                &format!("Shutdown {i}"),
+                "--independent",
+                "--start",
+                "implement",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + LONG;
+    while env.records("records").len() < 3 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let agents: Vec<u32> = env
+        .records("records")
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let signalled = Instant::now();
+    env.signal_runner(libc::SIGTERM);
+    let status = env.wait_runner(Duration::from_secs(30));
+    let stopped = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped >= Duration::from_millis(500),
+        "the grace period was honoured: {stopped:?}"
+    );
+    for pid in agents {
+        assert!(!alive(pid), "agent {pid} outlived the runner");
+    }
+    for id in &ids {
+        let doc = env.assignment(id);
+        assert_eq!(
+            doc.jobs[0].status,
+            JobStatus::Pending,
+            "back to pending, not failed: {doc:#?}"
+        );
+        assert!(doc.lease.is_none());
+    }
+    let restarted = Instant::now();
+    env.start_runner();
+    for id in &ids {
+        let doc = env.wait_for(id, LONG, |d| {
+            d.status == AssignmentStatus::Complete && d.lease.is_none()
+        });
+        assert_eq!(doc.jobs[0].attempt, 2);
+    }
+    let resumed = restarted.elapsed();
+
+    // A second signal does not wait for the grace period.
+    let mut env = TestEnv::new(
+        &BINS,
+        json!({"implement": [{"init": true}, {"hang": true}]}),
+        json!({"shutdownGraceMs": 60000}),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Twice", "--start", "implement"])
+        .trim()
+        .to_string();
+    env.wait_for(&aid, LONG, |d| d.jobs[0].status == JobStatus::Running);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    env.signal_runner(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    env.signal_runner(libc::SIGTERM);
+    env.wait_runner(Duration::from_secs(20));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(env.assignment(&aid).jobs[0].status, JobStatus::Pending);
+    record(
+        "sigterm_returns_running_jobs_to_pending_and_they_resume_after_restart",
+        "SIGTERM to the runner with 3 jobs running (and a second SIGTERM during the grace period)",
+        "stop claiming; after shutdownGraceMs the agents are stopped and their jobs returned to pending; a restart runs them",
+        2,
+        "nothing: 3 of 3 jobs pending after the stop, complete after the restart",
+        resumed,
+    );
+}
+
+#[test]
+fn runner_kill_9_in_a_loop_runs_every_job_exactly_once() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"maxConcurrent": 4}));
+    let locks = env.work_path("locks");
+    let rec = env.work_path("records");
+    script(
+        &env,
+        json!({
+            "plan": [{"lock": locks}, {"record": rec}, {"init": true}, {"sleepMs": [300, 1200]}, {"result": "planned"}],
+            "pm": [{"lock": locks}, {"record": rec}, {"init": true}, {"sleepMs": [100, 400]},
+                   {"wf": ["update-assignment", "--status", "complete"]}, {"result": "complete"}]
+        }),
+    );
+    env.start_runner();
+    let ids: Vec<String> = (0..16)
+        .map(|i| {
+            env.wf_ok(&[
+                "create",
+                &format!("crash {i}"),
+                "--independent",
+                "--start",
+                "plan",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
+    let kills = 5;
+    let mut recoveries = Vec::new();
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(700));
+        env.signal_runner(libc::SIGKILL);
+        let t = Instant::now();
+        env.start_runner();
+        recoveries.push(t.elapsed());
+    }
+    for id in &ids {
+        env.wait_for(id, LONG, |d| {
+            d.status == AssignmentStatus::Complete && d.lease.is_none()
+        });
+    }
+    let violations = std::fs::read_to_string(env.work.join("locks/violations")).unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "two agents ran one job at once: {violations}"
+    );
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    for r in env.records("records") {
+        *runs
+            .entry(r["job"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for id in &ids {
+        let doc = env.assignment(id);
+        let types: Vec<JobType> = doc.jobs.iter().map(|j| j.job_type).collect();
+        assert_eq!(types, [JobType::Plan, JobType::Pm], "{doc:#?}");
+        assert!(doc.jobs.iter().all(|j| j.status == JobStatus::Complete));
+    }
+    let reruns = runs.values().filter(|n| **n > 1).count();
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    record(
+        "runner_kill_9_in_a_loop_runs_every_job_exactly_once",
+        "kill -9 of the runner, 5 times, while 16 assignments (32 jobs) run",
+        "restart: orphans reaped, dead leases taken over at once (embedded store), interrupted jobs run again",
+        kills,
+        &format!("nothing: 32 of 32 jobs complete once in the final state, {reruns} re-run after a kill, no double run"),
+        worst,
+    );
+}
