@@ -1,7 +1,10 @@
 //! The embedded backend: sled 0.34.7, owned by one process.
 //!
 //! sled keeps writes in user space until a flush, so every mutation is flushed before it
-//! returns (a `kill -9` loses un-flushed writes; see research/store-design.md §3.3). The
+//! returns (a `kill -9` loses un-flushed writes; see research/store-design.md §3.3). Flushes go
+//! through one dedicated thread that serves every waiting request with one `Db::flush` (group
+//! commit): concurrent `flush_async` calls can deadlock sled 0.34, whose IO thread pool fills up
+//! with flushes that wait for a buffer write only that pool can do. The
 //! database is file-locked by one process: the runner owns it while it runs, and the CLI opens
 //! it only when no runner is running. Change notifications come from `watch_prefix`, drained by
 //! a dedicated thread into a broadcast channel so that a slow subscriber never blocks writers.
@@ -25,8 +28,11 @@ pub struct SledStore {
     inner: Arc<Inner>,
 }
 
+/// A request to the flush thread, answered once the flush that covers it is done.
+type FlushRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 struct Inner {
-    db: sled::Db,
+    flushes: std::sync::Mutex<std::sync::mpsc::Sender<FlushRequest>>,
     docs: sled::Tree,
     blobs: sled::Tree,
     changes: broadcast::Sender<Change>,
@@ -43,6 +49,30 @@ fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
         if io.kind() == std::io::ErrorKind::WouldBlock
             || io.to_string().contains("could not acquire lock"))
+}
+
+/// The group-commit thread: waits for a request, takes every request queued by then, flushes
+/// once, answers them all. It ends when the store is dropped.
+fn spawn_flusher(db: sled::Db) -> Result<std::sync::mpsc::Sender<FlushRequest>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<FlushRequest>();
+    std::thread::Builder::new()
+        .name("wf-sled-flush".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                let result = db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| format!("flush failed: {e}"));
+                for w in waiting {
+                    // Why: a waiter that gave up (its task was dropped) needs no answer.
+                    let _ = w.send(result.clone());
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("cannot start the flush thread: {e}")))?;
+    Ok(tx)
 }
 
 impl SledStore {
@@ -80,9 +110,10 @@ impl SledStore {
         let docs = db.open_tree(format!("{namespace}/asg")).map_err(backend)?;
         let blobs = db.open_tree(format!("{namespace}/blob")).map_err(backend)?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let flushes = std::sync::Mutex::new(spawn_flusher(db.clone())?);
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                flushes,
                 docs,
                 blobs,
                 changes,
@@ -97,13 +128,18 @@ impl SledStore {
         &self.inner.path
     }
 
+    /// Makes every write done so far durable.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(backend)
+        let gone = || StoreError::Backend("the store's flush thread is gone".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = match self.inner.flushes.lock() {
+            Ok(sender) => sender.send(tx).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())?.map_err(StoreError::Backend)
     }
 
     pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
