@@ -324,3 +324,38 @@ fn the_demo_runs_the_whole_loop_offline() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn harness_defaults_fan_out_into_a_parallel_group() {
+    let env = TestEnv::new(
+        &BINS,
+        json!({}),
+        json!({
+            "harnesses": {"alt": {"command": "alt-agent", "format": "codex", "model": "m-default"}},
+            "harnessDefaults": {"review": ["claude", {"harness": "alt", "model": "m2"}], "plan": {"harness": "alt"}}
+        }),
+    );
+    let aid = env.create("Fan out");
+    let review = env.wf_json(&["insert-job", &aid, "--type", "review", "--context", "look"]);
+    let jobs = review["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{review}");
+    assert_eq!(
+        (jobs[0]["harness"].as_str(), jobs[1]["harness"].as_str()),
+        (Some("claude"), Some("alt"))
+    );
+    assert_eq!(jobs[1]["model"], "m2");
+    assert!(review["groupId"].is_string());
+    assert_eq!(jobs[0]["groupId"], jobs[1]["groupId"]);
+    // An explicit harness is one job; a single default is one job.
+    let one = env.wf_json(&[
+        "insert-job",
+        &aid,
+        "--type",
+        "review",
+        "--harness",
+        "claude",
+    ]);
+    assert_eq!(one["jobs"].as_array().unwrap().len(), 1);
+    let plan = env.wf_json(&["insert-job", &aid, "--type", "plan"]);
+    assert_eq!(plan["jobs"][0]["harness"], "alt");
+}
