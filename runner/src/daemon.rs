@@ -568,12 +568,7 @@ impl Scheduler {
         let view = self.view();
         self.cache
             .values()
-            .filter(|d| {
-                !matches!(
-                    d.status,
-                    AssignmentStatus::Active | AssignmentStatus::Pending
-                )
-            })
+            .filter(|d| stopped(d))
             .filter(|d| !self.running.contains_key(&d.id))
             .filter(|d| d.lease.as_ref().is_some_and(|l| !view.is_live(l)))
             .map(|d| d.id.clone())
@@ -612,12 +607,7 @@ impl Scheduler {
         let now = now_ms();
         self.cache
             .values()
-            .filter(|d| {
-                !matches!(
-                    d.status,
-                    AssignmentStatus::Active | AssignmentStatus::Pending
-                )
-            })
+            .filter(|d| stopped(d))
             .filter_map(|d| d.lease.as_ref())
             .filter(|l| l.expires_at > now && l.runner_id != self.ctx.runner_id)
             .map(|l| tokio::time::Instant::now() + Duration::from_millis(l.expires_at - now + 1))
@@ -881,6 +871,14 @@ impl Scheduler {
         }
         let _ = msg.double_ack().await;
     }
+}
+
+/// Blocked or complete: nothing of it runs until a human resumes it.
+fn stopped(doc: &Assignment) -> bool {
+    !matches!(
+        doc.status,
+        AssignmentStatus::Active | AssignmentStatus::Pending
+    )
 }
 
 /// Keeps the newest version of each document.

@@ -221,7 +221,7 @@ fn frame(ids: Vec<String>) -> impl Strategy<Value = (bool, Message)> {
         prop_oneof![
             4 => envelope,
             2 => "\\PC{0,200}".prop_map(Message::text),
-            1 => prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| Message::binary(b)),
+            1 => prop::collection::vec(any::<u8>(), 0..200).prop_map(Message::binary),
             1 => Just(Message::text("{\"id\": 1, \"request\": ".repeat(200))),
         ],
     )

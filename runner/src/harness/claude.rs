@@ -5,47 +5,19 @@
 
 use serde_json::Value;
 
-use super::{AgentEvent, AgentResult, Parsed};
+use super::{json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
 use crate::model::Usage;
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {
-    let line = line.trim();
-    if line.is_empty() {
-        return Parsed::Ignored;
-    }
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Parsed::Malformed(format!("not JSON ({e}): {}", shorten(line, 120))),
-    };
-    let Some(kind) = value.get("type").and_then(Value::as_str) else {
-        return Parsed::Malformed(format!("no \"type\": {}", shorten(line, 120)));
-    };
-    let events = match kind {
-        "system" => system(&value),
-        "assistant" => assistant(&value),
-        "user" => user(&value),
-        "rate_limit_event" => rate_limit(&value),
-        "result" => vec![AgentEvent::Result(result(&value))],
+    json_event(line, |kind, value| match kind {
+        "system" => system(value),
+        "assistant" => assistant(value),
+        "user" => user(value),
+        "rate_limit_event" => rate_limit(value),
+        "result" => vec![AgentEvent::Result(result(value))],
         _ => Vec::new(),
-    };
-    if events.is_empty() {
-        Parsed::Ignored
-    } else {
-        Parsed::Events(events)
-    }
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn shorten(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    })
 }
 
 fn system(v: &Value) -> Vec<AgentEvent> {

@@ -8,36 +8,13 @@
 
 use serde_json::Value;
 
-use super::{classify_error_text, AgentEvent, AgentResult, Parsed};
+use super::{classify_error_text, json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
 use crate::model::Usage;
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn shorten(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {
-    let line = line.trim();
-    if line.is_empty() {
-        return Parsed::Ignored;
-    }
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Parsed::Malformed(format!("not JSON ({e}): {}", shorten(line, 120))),
-    };
-    let Some(kind) = str_of(&value, "type") else {
-        return Parsed::Malformed(format!("no \"type\": {}", shorten(line, 120)));
-    };
-    let events = match kind {
-        "thread.started" => str_of(&value, "thread_id")
+    json_event(line, |kind, value| match kind {
+        "thread.started" => str_of(value, "thread_id")
             .map(|id| {
                 vec![AgentEvent::Session {
                     id: id.to_string(),
@@ -48,17 +25,12 @@ pub fn parse_line(line: &str) -> Parsed {
         "item.started" => item_started(value.get("item").unwrap_or(&Value::Null)),
         "item.completed" => item_completed(value.get("item").unwrap_or(&Value::Null)),
         "error" => vec![AgentEvent::Warning(
-            str_of(&value, "message").unwrap_or("error").to_string(),
+            str_of(value, "message").unwrap_or("error").to_string(),
         )],
-        "turn.completed" => vec![AgentEvent::Result(completed(&value))],
-        "turn.failed" => vec![AgentEvent::Result(failed(&value))],
+        "turn.completed" => vec![AgentEvent::Result(completed(value))],
+        "turn.failed" => vec![AgentEvent::Result(failed(value))],
         _ => Vec::new(),
-    };
-    if events.is_empty() {
-        Parsed::Ignored
-    } else {
-        Parsed::Events(events)
-    }
+    })
 }
 
 const TOOL_ITEMS: &[&str] = &[

@@ -6,66 +6,38 @@
 
 use serde_json::Value;
 
-use super::{classify_error_text, AgentEvent, AgentResult, Parsed};
+use super::{classify_error_text, json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
 use crate::model::Usage;
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn shorten(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {
-    let line = line.trim();
-    if line.is_empty() {
-        return Parsed::Ignored;
-    }
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Parsed::Malformed(format!("not JSON ({e}): {}", shorten(line, 120))),
-    };
-    let Some(kind) = str_of(&value, "type") else {
-        return Parsed::Malformed(format!("no \"type\": {}", shorten(line, 120)));
-    };
-    let events = match kind {
-        "init" => str_of(&value, "session_id")
+    json_event(line, |kind, value| match kind {
+        "init" => str_of(value, "session_id")
             .map(|id| {
                 vec![AgentEvent::Session {
                     id: id.to_string(),
-                    model: str_of(&value, "model").map(str::to_string),
+                    model: str_of(value, "model").map(str::to_string),
                 }]
             })
             .unwrap_or_default(),
-        "message" if str_of(&value, "role") == Some("assistant") => str_of(&value, "content")
+        "message" if str_of(value, "role") == Some("assistant") => str_of(value, "content")
             .map(|c| vec![AgentEvent::TextDelta(c.to_string())])
             .unwrap_or_default(),
         "tool_use" => vec![AgentEvent::ToolUse {
-            id: str_of(&value, "tool_id").unwrap_or_default().to_string(),
-            name: str_of(&value, "tool_name").unwrap_or("tool").to_string(),
+            id: str_of(value, "tool_id").unwrap_or_default().to_string(),
+            name: str_of(value, "tool_name").unwrap_or("tool").to_string(),
             input: tool_input(value.get("parameters")),
         }],
         "tool_result" => vec![AgentEvent::ToolResult {
-            id: str_of(&value, "tool_id").unwrap_or_default().to_string(),
-            is_error: str_of(&value, "status") == Some("error"),
+            id: str_of(value, "tool_id").unwrap_or_default().to_string(),
+            is_error: str_of(value, "status") == Some("error"),
         }],
         "error" => vec![AgentEvent::Warning(
-            str_of(&value, "message").unwrap_or("error").to_string(),
+            str_of(value, "message").unwrap_or("error").to_string(),
         )],
-        "result" => vec![AgentEvent::Result(result(&value))],
+        "result" => vec![AgentEvent::Result(result(value))],
         _ => Vec::new(),
-    };
-    if events.is_empty() {
-        Parsed::Ignored
-    } else {
-        Parsed::Events(events)
-    }
+    })
 }
 
 fn tool_input(params: Option<&Value>) -> String {

@@ -98,6 +98,43 @@ pub enum Parsed {
     Malformed(String),
 }
 
+/// The string at `key` of a JSON object.
+pub(crate) fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(serde_json::Value::as_str)
+}
+
+/// `s` cut to `n` characters, with an ellipsis when cut.
+pub(crate) fn shorten(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().take(n).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses a JSON-lines event and hands it, with its `"type"`, to `events`. Blank lines are
+/// ignored; a line that is not a JSON object with a `"type"` is malformed.
+pub(crate) fn json_event(
+    line: &str,
+    events: impl FnOnce(&str, &serde_json::Value) -> Vec<AgentEvent>,
+) -> Parsed {
+    let line = line.trim();
+    if line.is_empty() {
+        return Parsed::Ignored;
+    }
+    let value: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Parsed::Malformed(format!("not JSON ({e}): {}", shorten(line, 120))),
+    };
+    let Some(kind) = str_of(&value, "type") else {
+        return Parsed::Malformed(format!("no \"type\": {}", shorten(line, 120)));
+    };
+    match events(kind, &value) {
+        events if events.is_empty() => Parsed::Ignored,
+        events => Parsed::Events(events),
+    }
+}
+
 /// Parses one stdout line of a harness that speaks `format`.
 pub fn parse_line(format: StreamFormat, line: &str) -> Parsed {
     match format {
