@@ -1,0 +1,433 @@
+//! One unit's execution: its jobs' agents run in parallel under one lease, which is renewed
+//! (self-fencing when it cannot be), and each outcome is recorded with a CAS fenced by the
+//! lease epoch.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Ctx, StopReason, StopSignal, UnitDone, UnitStops};
+use crate::chain::{self, AttemptReport, ChainError, Outcome};
+use crate::config::HarnessKind;
+use crate::harness::process::{self, Flow, Limits, Line};
+use crate::harness::{self, Ended, Parsed, RunLog, Verdict};
+use crate::model::{Assignment, FailureReason, Job};
+use crate::ops::{self, now_ms};
+use crate::paths;
+use crate::prompt::{self, PriorResult, PromptInput};
+use crate::store::{BlobKey, UpdateError};
+
+pub(super) async fn run_unit(
+    ctx: Arc<Ctx>,
+    doc: Assignment,
+    claim: chain::Claim,
+    stops: UnitStops,
+    done: mpsc::UnboundedSender<UnitDone>,
+    token: Option<jetstream::Message>,
+) {
+    let renewing = CancellationToken::new();
+    let renewer = tokio::spawn(renew_lease(
+        ctx.clone(),
+        doc.id.clone(),
+        claim.epoch,
+        stops.clone(),
+        renewing.clone(),
+        token.clone(),
+    ));
+    // The wall-time budget stops the jobs while they run.
+    let budget_timer = chain::wall_deadline(&doc).map(|deadline| {
+        let (stops, max) = (stops.clone(), doc.budget.max_wall_ms.unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now_ms()))).await;
+            let reason = format!("budget exceeded: maxWallMs is {max} ms and the time is up");
+            stops.all(&StopReason::Budget(reason));
+        })
+    });
+    let jobs = claim.job_ids.iter().map(|id| {
+        let stop = stops.job(id).cloned().unwrap_or_default();
+        let (ctx, doc) = (&ctx, &doc);
+        async move { run_job(ctx, doc, id, claim.epoch, &stop).await }
+    });
+    let written = futures_util::future::join_all(jobs).await;
+    if let Some(timer) = budget_timer {
+        timer.abort();
+    }
+    renewing.cancel();
+    // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
+    let _ = renewer.await;
+    if let Some(token) = token {
+        // The outcome is recorded (and announced); the token has served. A failed ack only
+        // means it comes back after ack_wait and is discarded then.
+        if let Err(e) = token.double_ack().await {
+            tracing::debug!(%e, "token ack failed");
+        }
+    }
+    let last = written.into_iter().flatten().max_by_key(|d| d.version);
+    // Why: the scheduler only stops listening when it exits, after every unit is done.
+    let _ = done.send((doc.id.clone(), last));
+}
+
+/// Renews the lease every third of its length (and, on NATS, confirms progress on the token);
+/// stops the unit when the lease is lost, or when it could not be renewed in time for the
+/// agents to be stopped before it expires.
+async fn renew_lease(
+    ctx: Arc<Ctx>,
+    aid: String,
+    epoch: u64,
+    stops: UnitStops,
+    renewing: CancellationToken,
+    token: Option<jetstream::Message>,
+) {
+    let period = ctx.config.lease / 3;
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::select! {
+            _ = renewing.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let renewal = ctx
+            .store
+            .update(&aid, |d| chain::renew(d, epoch, now_ms(), ctx.lease_ms()));
+        match tokio::time::timeout(period, renewal).await {
+            Ok(Ok(_)) => {
+                last_ok = Instant::now();
+                if let Some(token) = &token {
+                    // Ownership is the lease above; the progress ack only keeps the token from
+                    // being redelivered while we hold it.
+                    let progress = token.double_ack_with(AckKind::Progress);
+                    match tokio::time::timeout(period / 2, progress).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(%e, "progress ack failed"),
+                        Err(_) => tracing::debug!("progress ack timed out"),
+                    }
+                }
+                continue;
+            }
+            Ok(Err(UpdateError::Refused(e))) => {
+                tracing::warn!(assignment = %aid, %e, "lease lost; stopping the agents");
+                stops.all(&StopReason::LeaseLost);
+                return;
+            }
+            Ok(Err(UpdateError::Store(e))) => {
+                tracing::warn!(assignment = %aid, %e, "lease renewal failed");
+            }
+            Err(_) => tracing::warn!(assignment = %aid, "lease renewal timed out"),
+        }
+        // The renewal failed. Another try comes in `period`; if that one is too late for the
+        // agents to be stopped (TERM, grace, KILL) before the lease expires, stop them now.
+        if last_ok.elapsed() + period + ctx.config.kill_grace >= ctx.config.lease {
+            tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
+            stops.all(&StopReason::LeaseLost);
+            return;
+        }
+    }
+}
+
+async fn build_prompt(ctx: &Ctx, doc: &Assignment, job: &Job) -> anyhow::Result<String> {
+    let context = if job.has_context {
+        let key = BlobKey::Context {
+            assignment: doc.id.clone(),
+            job: job.id.clone(),
+        };
+        let bytes = ctx
+            .store
+            .get_blob(&key)
+            .await?
+            .context("the job's context is missing from the store")?;
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        String::new()
+    };
+    let mut previous = Vec::new();
+    for prior in prompt::previous_jobs(doc, job) {
+        let text = if prior.has_result {
+            let key = BlobKey::Result {
+                assignment: doc.id.clone(),
+                job: prior.id.clone(),
+                attempt: prior.attempt,
+            };
+            ctx.store
+                .get_blob(&key)
+                .await?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        previous.push(PriorResult { job: prior, text });
+    }
+    let input = PromptInput {
+        doc,
+        job,
+        context: &context,
+        previous,
+        wf: &ctx.wf_command,
+    };
+    Ok(prompt::render(&ctx.templates, &input)?)
+}
+
+/// Runs one job's attempt and records its outcome. Returns the document as written, or `None`
+/// when nothing was recorded (the lease was lost).
+async fn run_job(
+    ctx: &Ctx,
+    doc: &Assignment,
+    job_id: &str,
+    epoch: u64,
+    stop: &StopSignal,
+) -> Option<Assignment> {
+    let job = doc.job(job_id)?.clone();
+    let verdict = attempt(ctx, doc, &job, stop).await;
+    let (verdict, session_id) = match verdict {
+        Attempted::Done(v, session) => (v, session),
+        Attempted::Abandoned => return None,
+    };
+    record(ctx, &doc.id, &job, epoch, verdict, session_id).await
+}
+
+enum Attempted {
+    Done(Verdict, Option<String>),
+    Abandoned,
+}
+
+fn failed(reason: FailureReason, detail: String) -> Verdict {
+    Verdict {
+        outcome: Outcome::Failed(reason),
+        detail: Some(detail),
+        text: String::new(),
+        usage: Default::default(),
+        exit_code: None,
+    }
+}
+
+async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> Attempted {
+    let prompt = match build_prompt(ctx, doc, job).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Attempted::Done(
+                failed(
+                    FailureReason::SpawnError,
+                    format!("cannot build the prompt: {e:#}"),
+                ),
+                None,
+            )
+        }
+    };
+    let Some(harness_cfg) = ctx.config.harnesses.get(&job.harness) else {
+        return Attempted::Done(
+            failed(
+                FailureReason::SpawnError,
+                format!(
+                    "harness {:?} is not configured on runner {}",
+                    job.harness, ctx.runner_id
+                ),
+            ),
+            None,
+        );
+    };
+    let spec = match harness::command(
+        harness_cfg,
+        job.model.as_deref(),
+        &prompt,
+        ctx.config.workdir.clone(),
+        ctx.running_as_root,
+    ) {
+        Ok(spec) => spec,
+        Err(e) => return Attempted::Done(failed(FailureReason::SpawnError, e.to_string()), None),
+    };
+    let mut spec = spec;
+    if let (HarnessKind::Claude, Some(max)) = (harness_cfg.kind, doc.budget.max_cost_usd) {
+        // Claude enforces the cost budget while it runs; the others report cost at the end.
+        let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
+        spec.args.extend([
+            "--max-budget-usd".to_string(),
+            format!("{:.4}", remaining.max(0.0001)),
+        ]);
+    }
+    let mut env = ctx.base_env.clone();
+    env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
+    env.insert("WF_JOB_ID".into(), job.id.clone());
+    env.insert("WF_JOB_TYPE".into(), job.job_type.to_string());
+    env.insert("WF_ATTEMPT".into(), job.attempt.to_string());
+    if let Some(g) = &job.group_id {
+        env.insert("WF_GROUP_ID".into(), g.clone());
+    }
+
+    let transcript_path =
+        paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt);
+    let mut transcript = open_transcript(&transcript_path, &prompt);
+    let limits = Limits::new(
+        ctx.config.timeout,
+        ctx.config.idle_timeout,
+        ctx.config.kill_grace,
+    );
+    let format = harness_cfg.format;
+    let mut log = RunLog::default();
+    let started = Instant::now();
+    let exit = process::run(
+        &spec,
+        &env,
+        &limits,
+        &stop.token,
+        |pid| tracing::info!(assignment = %doc.id, job = %job.id, job_type = %job.job_type, harness = %job.harness, attempt = job.attempt, pid, "agent started"),
+        |line| {
+            let parsed = match line {
+                Line::Text(text) => {
+                    if let Some(t) = transcript.as_mut() {
+                        // Why: a full disk must not fail the job; the transcript is a copy.
+                        let _ = writeln!(t, "{text}");
+                    }
+                    harness::parse_line(format, text)
+                }
+                Line::Invalid(why) => Parsed::Malformed(why),
+            };
+            log.push(&parsed);
+            if harness::is_terminal(&parsed) {
+                Flow::Terminal
+            } else {
+                Flow::Continue
+            }
+        },
+    )
+    .await;
+    if let Some(mut t) = transcript {
+        let _ = t.flush();
+    }
+    let verdict = match exit {
+        Err(e) => failed(FailureReason::SpawnError, e.to_string()),
+        Ok(exit) => {
+            if !exit.stderr_tail.is_empty() {
+                let _ = std::fs::write(transcript_path.with_extension("stderr"), &exit.stderr_tail);
+            }
+            let input = harness::JudgeInput {
+                ended: &exit.ended,
+                stderr_tail: &exit.stderr_tail,
+                format,
+                now: now_ms(),
+                pauses: job.pauses,
+                retry: &ctx.config.retry,
+            };
+            let mut verdict = harness::judge(&log, &input);
+            if verdict.usage.cost_usd.is_none() {
+                let model = job
+                    .model
+                    .as_ref()
+                    .or(harness_cfg.model.as_ref())
+                    .or(log.model.as_ref());
+                if let Some(price) = model.and_then(|m| ctx.config.prices.get(m)) {
+                    let cached = log.result.as_ref().map_or(0, |r| r.cached_input_tokens);
+                    verdict.usage.cost_usd = Some(harness::cost(&verdict.usage, cached, price));
+                }
+            }
+            if exit.ended == Ended::Cancelled {
+                match stop.reason() {
+                    Some(StopReason::LeaseLost) => {
+                        tracing::warn!(job = %job.id, "agent stopped: lease lost; not recording an outcome");
+                        return Attempted::Abandoned;
+                    }
+                    Some(StopReason::Cancelled) => {
+                        verdict.outcome = Outcome::Failed(FailureReason::Cancelled);
+                        verdict.detail = Some("cancelled by a human".into());
+                    }
+                    Some(StopReason::Budget(reason)) => {
+                        verdict.outcome = Outcome::Failed(FailureReason::Budget);
+                        verdict.detail = Some(reason);
+                    }
+                    Some(StopReason::Shutdown) | None => {
+                        verdict.outcome = Outcome::Requeue;
+                        verdict.detail =
+                            Some("the runner shut down; the job will run again".into());
+                    }
+                }
+            }
+            verdict
+        }
+    };
+    tracing::info!(
+        assignment = %doc.id, job = %job.id, outcome = ?verdict.outcome, detail = verdict.detail.as_deref().unwrap_or(""),
+        secs = started.elapsed().as_secs_f32(), "agent finished"
+    );
+    Attempted::Done(verdict, log.session_id)
+}
+
+fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::fs::File>> {
+    let dir = path.parent()?;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!(%e, dir = %dir.display(), "cannot create the transcript directory");
+        return None;
+    }
+    // Why: the prompt copy is for humans debugging a job; failing to write it changes nothing.
+    let _ = std::fs::write(path.with_extension("prompt.md"), prompt);
+    match std::fs::File::create(path) {
+        Ok(f) => Some(std::io::BufWriter::new(f)),
+        Err(e) => {
+            tracing::warn!(%e, path = %path.display(), "cannot create the transcript");
+            None
+        }
+    }
+}
+
+/// Stores the result text, then the outcome (fenced by `epoch`). Store errors are retried; a
+/// write that keeps failing is given up, and the lease will expire so the job runs again.
+async fn record(
+    ctx: &Ctx,
+    aid: &str,
+    job: &Job,
+    epoch: u64,
+    verdict: Verdict,
+    session_id: Option<String>,
+) -> Option<Assignment> {
+    let has_result = !verdict.text.is_empty();
+    let report = AttemptReport {
+        outcome: verdict.outcome,
+        detail: verdict.detail,
+        session_id,
+        usage: verdict.usage,
+        has_result,
+        exit_code: verdict.exit_code,
+    };
+    let pm = ops::pm_job(&ctx.config);
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..10 {
+        if has_result {
+            let key = BlobKey::Result {
+                assignment: aid.to_string(),
+                job: job.id.clone(),
+                attempt: job.attempt,
+            };
+            if let Err(e) = ctx.store.put_blob(&key, verdict.text.as_bytes()).await {
+                tracing::error!(job = %job.id, %e, "cannot store the result; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                continue;
+            }
+        }
+        match ctx
+            .store
+            .update(aid, |d| {
+                chain::record_attempt(d, epoch, &job.id, &report, &pm, now_ms())
+            })
+            .await
+        {
+            Ok((doc, recorded)) => {
+                tracing::info!(assignment = %aid, job = %job.id, ?recorded, "recorded");
+                return Some(doc);
+            }
+            Err(UpdateError::Refused(ChainError::Fenced(_))) | Err(UpdateError::Refused(_)) => {
+                tracing::warn!(assignment = %aid, job = %job.id, "outcome not recorded: the lease moved on");
+                return None;
+            }
+            Err(UpdateError::Store(e)) => {
+                tracing::error!(job = %job.id, %e, "cannot record the outcome; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    None
+}
