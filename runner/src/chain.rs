@@ -837,7 +837,10 @@ pub fn retry(doc: &mut Assignment, job_id: &str, now: Millis) -> Result<(), Chai
 }
 
 /// Releases a dead lease of an assignment that is not active (blocked or completed while its
-/// runner died): cancelled jobs end as cancelled, the others go back to pending.
+/// runner died). On a completed assignment nothing runs again: a PM job that was running had
+/// done its work (it completed the assignment) and ends complete, other jobs end cancelled. On a
+/// blocked one, jobs a human cancelled end cancelled and the others go back to pending, to run
+/// when the assignment is resumed.
 pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(), Unchanged> {
     let dead = doc.lease.as_ref().is_some_and(|l| !view.is_live(l));
     if !dead
@@ -849,19 +852,37 @@ pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(
         return Err(Unchanged);
     }
     let lease = doc.lease.take().expect("checked");
+    let complete = doc.status == AssignmentStatus::Complete;
     for job in doc
         .jobs
         .iter_mut()
         .filter(|j| lease.job_ids.contains(&j.id) && j.status == JobStatus::Running)
     {
-        if job.cancel_requested {
-            job.status = JobStatus::Failed;
-            job.failure_reason = Some(FailureReason::Cancelled);
-            job.failure_detail = Some("cancelled by a human".into());
-            job.completed_at = Some(view.now);
-        } else {
-            job.status = JobStatus::Pending;
-        }
+        let (status, reason, detail) = match (complete, job.job_type, job.cancel_requested) {
+            (true, JobType::Pm, _) => (
+                JobStatus::Complete,
+                None,
+                "its runner stopped after the assignment was completed; no result was recorded",
+            ),
+            (true, _, _) => (
+                JobStatus::Failed,
+                Some(FailureReason::Cancelled),
+                "stopped: the assignment was completed while it ran",
+            ),
+            (false, _, true) => (
+                JobStatus::Failed,
+                Some(FailureReason::Cancelled),
+                "cancelled by a human",
+            ),
+            (false, _, false) => {
+                job.status = JobStatus::Pending;
+                continue;
+            }
+        };
+        job.status = status;
+        job.failure_reason = reason;
+        job.failure_detail = Some(detail.into());
+        job.completed_at = Some(view.now);
     }
     doc.updated_at = view.now;
     Ok(())

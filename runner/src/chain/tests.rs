@@ -762,3 +762,44 @@ fn a_dead_lease_on_a_blocked_assignment_is_settled() {
     assert!(d.lease.is_none());
     assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Cancelled));
 }
+
+#[test]
+fn a_completed_assignment_keeps_no_running_jobs_after_its_runner_died() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    // The PM runs, completes the assignment, and its runner dies before recording.
+    claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "old",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    let complete = AssignmentUpdate {
+        status: Some(AssignmentStatus::Complete),
+        ..Default::default()
+    };
+    update_assignment(&mut d, &complete, Caller::Job("p1"), &pm("x"), 11).unwrap();
+    let later = LeaseView {
+        now: 10 + LEASE,
+        me: "new",
+        exclusive: false,
+    };
+    settle_dead_lease(&mut d, &later).unwrap();
+    assert!(
+        d.jobs.iter().all(|j| j.status == JobStatus::Complete),
+        "{:?}",
+        d.jobs
+    );
+    assert!(d.jobs[1]
+        .failure_detail
+        .as_deref()
+        .unwrap()
+        .contains("no result was recorded"));
+    assert!(d.lease.is_none());
+}
