@@ -674,6 +674,7 @@ pub fn claim(
     host: &str,
     lease_ms: u64,
 ) -> Option<Claimed> {
+    finish_decided_pms(doc, view);
     let Readiness::Ready(job_ids) = readiness(doc, view) else {
         return None;
     };
@@ -717,6 +718,40 @@ fn block(doc: &mut Assignment, reason: String, now: Millis) {
     doc.status = AssignmentStatus::Blocked;
     doc.blocked_reason = Some(reason);
     doc.updated_at = now;
+}
+
+/// A PM whose runner died after it decided (it inserted jobs) must not run again: that would
+/// be the same job twice, deciding twice. Such an orphaned PM ends complete.
+fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>) {
+    if doc.lease.as_ref().is_some_and(|l| view.is_live(l)) {
+        return;
+    }
+    let decided: Vec<String> = doc
+        .jobs
+        .iter()
+        .filter(|j| j.job_type == JobType::Pm && j.status == JobStatus::Running)
+        .filter(|pm| {
+            doc.jobs
+                .iter()
+                .any(|j| j.inserted_by.as_deref() == Some(pm.id.as_str()))
+        })
+        .map(|pm| pm.id.clone())
+        .collect();
+    for id in decided {
+        let pm = doc
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == id)
+            .expect("found above");
+        pm.status = JobStatus::Complete;
+        pm.completed_at = Some(view.now);
+        pm.failure_detail =
+            Some("its runner stopped after it decided; no result was recorded".into());
+        doc.pm_rounds += 1;
+        if doc.lease.as_ref().is_some_and(|l| l.job_ids.contains(&id)) {
+            doc.lease = None;
+        }
+    }
 }
 
 /// What `wf cancel` names.

@@ -803,3 +803,75 @@ fn a_completed_assignment_keeps_no_running_jobs_after_its_runner_died() {
         .contains("no result was recorded"));
     assert!(d.lease.is_none());
 }
+
+#[test]
+fn a_pm_that_decided_before_its_runner_died_does_not_run_again() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "old",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    insert_jobs(
+        &mut d,
+        &[new_job("j2", JobType::Implement)],
+        None,
+        &Position::End,
+        Caller::Job("p1"),
+        None,
+        11,
+    )
+    .unwrap();
+    // The old runner is dead; the next claim finishes the PM and runs its decision.
+    let c = claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10 + LEASE,
+            me: "new",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    assert_eq!(c.job_ids, vec!["j2".to_string()]);
+    let p1 = d.job("p1").unwrap();
+    assert_eq!((p1.status, p1.attempt), (JobStatus::Complete, 1));
+    assert_eq!(d.pm_rounds, 1);
+    // A PM that died before deciding runs again.
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    run_unit(&mut d, "p1", Outcome::Complete);
+    claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10,
+            me: "old",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    let c = claim_run(
+        &mut d,
+        &LeaseView {
+            now: 10 + LEASE,
+            me: "new",
+            exclusive: false,
+        },
+        "h",
+        LEASE,
+    )
+    .unwrap();
+    assert_eq!(c.job_ids, vec!["p1".to_string()]);
+    assert_eq!(d.job("p1").unwrap().attempt, 2);
+}
