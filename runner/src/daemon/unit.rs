@@ -374,6 +374,26 @@ fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::
 
 /// Stores the result text, then the outcome (fenced by `epoch`). Store errors are retried; a
 /// write that keeps failing is given up, and the lease will expire so the job runs again.
+/// Largest result text stored, in bytes: a NATS message is at most 1 MiB, and the PM needs the
+/// gist, not megabytes (the transcript keeps everything).
+const MAX_RESULT: usize = 512 * 1024;
+
+fn cap_result(text: &mut String, transcript: &Path) {
+    if text.len() <= MAX_RESULT {
+        return;
+    }
+    let mut cut = MAX_RESULT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!(
+        "\n[… truncated at {} KiB; the whole output is in {}]",
+        MAX_RESULT / 1024,
+        transcript.display()
+    ));
+}
+
 async fn record(
     ctx: &Ctx,
     aid: &str,
@@ -382,6 +402,11 @@ async fn record(
     verdict: Verdict,
     session_id: Option<String>,
 ) -> Option<Assignment> {
+    let mut verdict = verdict;
+    cap_result(
+        &mut verdict.text,
+        &paths::transcript_path(&ctx.config.state_dir, aid, &job.id, job.attempt),
+    );
     let has_result = !verdict.text.is_empty();
     let report = AttemptReport {
         outcome: verdict.outcome,
