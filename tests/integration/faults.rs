@@ -317,24 +317,8 @@ fn sigterm_returns_running_jobs_to_pending_and_they_resume_after_restart() {
         }),
     );
     env.start_runner();
-    let ids: Vec<String> = (0..3)
-        .map(|i| {
-            env.wf_ok(&[
-                "create",
-                &format!("Shutdown {i}"),
-                "--independent",
-                "--start",
-                "implement",
-            ])
-            .trim()
-            .to_string()
-        })
-        .collect();
-    let deadline = Instant::now() + LONG;
-    while env.records("records").len() < 3 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let ids: Vec<String> = env.create_started("Shutdown", 3, "implement");
+    env.wait_records("records", 3, LONG);
     let agents: Vec<u32> = env
         .records("records")
         .iter()
@@ -415,19 +399,7 @@ fn runner_kill_9_in_a_loop_runs_every_job_exactly_once() {
         }),
     );
     env.start_runner();
-    let ids: Vec<String> = (0..16)
-        .map(|i| {
-            env.wf_ok(&[
-                "create",
-                &format!("crash {i}"),
-                "--independent",
-                "--start",
-                "plan",
-            ])
-            .trim()
-            .to_string()
-        })
-        .collect();
+    let ids: Vec<String> = env.create_started("crash", 16, "plan");
     let kills = 5;
     let mut recoveries = Vec::new();
     for _ in 0..kills {

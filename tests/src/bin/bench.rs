@@ -22,7 +22,7 @@ use wf_runner::api::Request;
 use wf_runner::client::{Backend, Client};
 use wf_runner::model::AssignmentStatus;
 use wf_runner::ops::{CreateRequest, InsertResult, JobSpec};
-use wf_tests::{Bins, NatsServer, TestEnv};
+use wf_tests::{nats_server_version, Bins, NatsServer, TestEnv};
 
 fn bins() -> Bins {
     let dir = std::env::current_exe()
@@ -208,7 +208,7 @@ fn dispatch_bench(bins: &Bins, nats: Option<&Path>, out: &mut String) {
     let mut rows = format!("| sled (runner's socket) | {} |\n", stats(sled));
     if let Some(bin) = nats {
         let server = NatsServer::start(bin);
-        let v = server_version(bin);
+        let v = nats_server_version(bin);
         let lat = dispatch_samples(nats_env(bins, &server, json!({}), json!({})), samples);
         rows.push_str(&format!("| NATS {v}, loopback | {} |\n", stats(lat)));
     }
@@ -218,19 +218,6 @@ fn dispatch_bench(bins: &Bins, nats: Option<&Path>, out: &mut String) {
          reading is its first instruction, so the figure includes fork/exec of the agent binary.\n\n\
          | backend | min | p50 | p99 | max |\n|---|---|---|---|---|\n{rows}\n"
     ));
-}
-
-fn server_version(bin: &Path) -> String {
-    let out = Command::new(bin)
-        .arg("--version")
-        .output()
-        .expect("nats-server --version");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .rsplit('v')
-        .next()
-        .unwrap_or("?")
-        .to_string()
 }
 
 /// Runs `n` one-job assignments through `runners` runners; returns agent runs per second.
@@ -290,7 +277,7 @@ fn throughput_bench(bins: &Bins, nats: Option<&Path>, out: &mut String) {
     let mut rows = format!("| sled | 1 | {} | {secs:.1} s | {rate:.1} |\n", 2 * n);
     if let Some(bin) = nats {
         let server = NatsServer::start(bin);
-        let v = server_version(bin);
+        let v = nats_server_version(bin);
         for runners in [1, 3] {
             let env = nats_env(
                 bins,
