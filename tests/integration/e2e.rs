@@ -245,7 +245,7 @@ fn twenty_concurrent_inserts_are_all_kept_in_commit_order() {
     let mut env = TestEnv::new(
         &BINS,
         json!({"plan": [{"init": true}, {"hang": true}]}),
-        json!({"leaseMs": 600}),
+        json!({"leaseMs": 600, "killGraceMs": 200}),
     );
     env.start_runner();
     let aid = env.create("Contention");

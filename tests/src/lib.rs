@@ -571,6 +571,28 @@ pub fn nats_server_version(bin: &Path) -> String {
         .to_string()
 }
 
+/// [`nats_server_version`] as numbers, for comparisons.
+pub fn nats_server_version_parts(bin: &Path) -> (u32, u32, u32) {
+    let version = nats_server_version(bin);
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    });
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+/// The newest of [`nats_servers`].
+pub fn newest_nats_server() -> PathBuf {
+    nats_servers()
+        .into_iter()
+        .max_by_key(|b| nats_server_version_parts(b))
+        .expect("nats_servers is never empty")
+}
+
 /// The server most NATS tests run against: the first of [`nats_servers`].
 pub fn nats_server() -> PathBuf {
     nats_servers().remove(0)

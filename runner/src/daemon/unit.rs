@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, StopReason, StopSignal, UnitDone, UnitStops};
-use crate::chain::{self, AttemptReport, ChainError, Outcome};
+use crate::chain::{self, AttemptReport, Outcome};
 use crate::config::HarnessKind;
 use crate::harness::process::{self, Flow, Limits, Line};
 use crate::harness::{self, Ended, Parsed, RunLog, Verdict};
@@ -36,6 +36,7 @@ pub(super) async fn run_unit(
         ctx.clone(),
         doc.id.clone(),
         claim.epoch,
+        doc.lease.as_ref().map_or(0, |l| l.expires_at),
         stops.clone(),
         renewing.clone(),
         token.clone(),
@@ -74,29 +75,41 @@ pub(super) async fn run_unit(
 }
 
 /// Renews the lease every third of its length (and, on NATS, confirms progress on the token);
-/// stops the unit when the lease is lost, or when it could not be renewed in time for the
-/// agents to be stopped before it expires.
+/// stops the unit when the lease is lost, or when it was not renewed in time for the agents to
+/// be stopped (TERM, grace, KILL) before it expires.
+///
+/// The deadline comes from the lease as stored (`expiresAt`, set by the CAS that wrote it), not
+/// from when this runner heard back, and it is watched all the time, during a renewal that
+/// hangs as well as between renewals: another runner may claim the jobs the moment the lease
+/// expires.
 async fn renew_lease(
     ctx: Arc<Ctx>,
     aid: String,
     epoch: u64,
+    mut expires_at: u64,
     stops: UnitStops,
     renewing: CancellationToken,
     token: Option<jetstream::Message>,
 ) {
     let period = ctx.config.lease / 3;
-    let mut last_ok = Instant::now();
+    // Stopping takes up to killGraceMs; a tenth of the lease is kept for the rest.
+    let stop_before = ctx.config.kill_grace + ctx.config.lease / 10;
+    let mut wait = period;
     loop {
+        let left = Duration::from_millis(expires_at.saturating_sub(now_ms()));
+        let fence_at = tokio::time::Instant::now() + left.saturating_sub(stop_before);
         tokio::select! {
             _ = renewing.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep_until(fence_at) => break,
+            _ = tokio::time::sleep(wait) => {}
         }
         let renewal = ctx
             .store
             .update(&aid, |d| chain::renew(d, epoch, now_ms(), ctx.lease_ms()));
-        match tokio::time::timeout(period, renewal).await {
-            Ok(Ok(_)) => {
-                last_ok = Instant::now();
+        match tokio::time::timeout_at(fence_at, renewal).await {
+            Ok(Ok((doc, ()))) => {
+                expires_at = doc.lease.map_or(expires_at, |l| l.expires_at);
+                wait = period;
                 if let Some(token) = &token {
                     // Ownership is the lease above; the progress ack only keeps the token from
                     // being redelivered while we hold it.
@@ -107,7 +120,6 @@ async fn renew_lease(
                         Err(_) => tracing::debug!("progress ack timed out"),
                     }
                 }
-                continue;
             }
             Ok(Err(UpdateError::Refused(e))) => {
                 tracing::warn!(assignment = %aid, %e, "lease lost; stopping the agents");
@@ -115,18 +127,14 @@ async fn renew_lease(
                 return;
             }
             Ok(Err(UpdateError::Store(e))) => {
-                tracing::warn!(assignment = %aid, %e, "lease renewal failed");
+                tracing::warn!(assignment = %aid, %e, "lease renewal failed; trying again");
+                wait = period / 4;
             }
-            Err(_) => tracing::warn!(assignment = %aid, "lease renewal timed out"),
-        }
-        // The renewal failed. Another try comes in `period`; if that one is too late for the
-        // agents to be stopped (TERM, grace, KILL) before the lease expires, stop them now.
-        if last_ok.elapsed() + period + ctx.config.kill_grace >= ctx.config.lease {
-            tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
-            stops.all(&StopReason::LeaseLost);
-            return;
+            Err(_) => break,
         }
     }
+    tracing::error!(assignment = %aid, "cannot renew the lease in time; stopping the agents");
+    stops.all(&StopReason::LeaseLost);
 }
 
 async fn build_prompt(ctx: &Ctx, doc: &Assignment, job: &Job) -> anyhow::Result<String> {
@@ -443,7 +451,7 @@ async fn record(
                 tracing::info!(assignment = %aid, job = %job.id, ?recorded, "recorded");
                 return Some(doc);
             }
-            Err(UpdateError::Refused(ChainError::Fenced(_))) | Err(UpdateError::Refused(_)) => {
+            Err(UpdateError::Refused(_)) => {
                 tracing::warn!(assignment = %aid, job = %job.id, "outcome not recorded: the lease moved on");
                 return None;
             }

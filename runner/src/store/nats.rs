@@ -67,6 +67,34 @@ fn parse_version(v: &str) -> (u32, u32, u32) {
     )
 }
 
+/// The oldest server on which a replicated (clustered) bucket is safe. Before 2.9.21 a
+/// clustered stream checked `Nats-Expected-Last-Subject-Sequence` only before proposing a write,
+/// so two concurrent writes at the same revision could both succeed (nats-server#4320); 2.11
+/// made the check hold across leader changes too (nats-server#6194, #6485). Either would let two
+/// runners claim the same job. A single-replica bucket is checked by one server and is safe on
+/// every supported version.
+const MIN_VERSION_REPLICATED: (u32, u32, u32) = (2, 11, 0);
+
+/// Refuses a server and bucket on which compare-and-set is not reliable.
+fn check_cas_safe(version_text: &str, replicas: usize) -> Result<(), StoreError> {
+    let version = parse_version(version_text);
+    if version < (2, 9, 0) {
+        return Err(StoreError::Backend(format!(
+            "nats-server {version_text} is too old: wf needs 2.9 or newer with JetStream"
+        )));
+    }
+    if replicas > 1 && version < MIN_VERSION_REPLICATED {
+        let (a, b, c) = MIN_VERSION_REPLICATED;
+        return Err(StoreError::Backend(format!(
+            "nats-server {version_text} cannot hold wf's state bucket with {replicas} replicas: \
+             before {a}.{b}.{c} a JetStream cluster may accept two compare-and-set writes at the \
+             same revision (nats-server#4320), which could run a job twice; upgrade the cluster \
+             to {a}.{b}.{c} or newer, or use one replica"
+        )));
+    }
+    Ok(())
+}
+
 impl NatsStore {
     /// Connects, checks the server version, and makes sure the bucket and the token stream
     /// exist (with `replicas` copies). `name` identifies the client in the server's logs.
@@ -135,11 +163,7 @@ impl NatsStore {
         }
         let version_text = client.server_info().version;
         let version = parse_version(&version_text);
-        if version < (2, 9, 0) {
-            return Err(StoreError::Backend(format!(
-                "nats-server {version_text} is too old: wf needs 2.9 or newer with JetStream"
-            )));
-        }
+        check_cas_safe(&version_text, 1)?;
         let js = jetstream::new(client.clone());
         let replicas = config.replicas.max(1);
         // A cluster that is still electing its JetStream leader refuses stream requests for a
@@ -160,6 +184,15 @@ impl NatsStore {
                 Err(e) => return Err(e),
             }
         };
+        // The bucket may have been made by another client, with other settings than ours.
+        let bucket_replicas = js
+            .get_stream(format!("KV_{BUCKET}"))
+            .await
+            .map_err(|e| backend("cannot read the state bucket", e))?
+            .cached_info()
+            .config
+            .num_replicas;
+        check_cas_safe(&version_text, bucket_replicas)?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -460,5 +493,21 @@ mod tests {
         assert_eq!(parse_version("2.12.0-beta.1"), (2, 12, 0));
         assert_eq!(parse_version("v2.15.1"), (2, 15, 1));
         assert!(parse_version("2.9.10") < (2, 10, 8));
+    }
+
+    #[test]
+    fn replicated_buckets_need_a_server_with_serialised_cas() {
+        assert!(check_cas_safe("2.9.10", 1).is_ok());
+        assert!(check_cas_safe("2.11.0", 3).is_ok());
+        assert!(check_cas_safe("2.15.1", 3).is_ok());
+        let err = check_cas_safe("2.9.10", 3).unwrap_err().to_string();
+        assert!(err.contains("nats-server 2.9.10 cannot hold"), "{err}");
+        assert!(
+            err.contains("3 replicas") && err.contains("2.11.0"),
+            "{err}"
+        );
+        assert!(check_cas_safe("2.10.29", 2).is_err());
+        let err = check_cas_safe("2.8.4", 1).unwrap_err().to_string();
+        assert!(err.contains("too old"), "{err}");
     }
 }
