@@ -2,7 +2,8 @@
 //!
 //! Found at `--config`, else `$WF_CONFIG`, else `.wf/config.json` in the current directory or
 //! any parent, else built-in defaults rooted at the current directory. Unknown keys are errors
-//! that name the key's path. [`parse`] is pure; [`load`] adds the file system lookups.
+//! that name the key's path. [`parse_raw`] and [`resolve`] are pure; [`load`] adds the file
+//! system lookups.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -605,6 +606,14 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
     let idle_timeout = ms("idleTimeoutMs", raw.idle_timeout_ms, 600_000, 1)?;
     let kill_grace = ms("killGraceMs", raw.kill_grace_ms, 5_000, 0)?;
     let lease = ms("leaseMs", raw.lease_ms, 30_000, 300)?;
+    if kill_grace * 2 > lease {
+        return Err(invalid(format!(
+            "killGraceMs ({} ms) must be at most half of leaseMs ({} ms): a runner that cannot \
+             renew its lease stops its agents before the lease expires",
+            kill_grace.as_millis(),
+            lease.as_millis()
+        )));
+    }
     let shutdown_grace = ms("shutdownGraceMs", raw.shutdown_grace_ms, 30_000, 0)?;
     let max_concurrent = raw.max_concurrent.unwrap_or(2);
     if max_concurrent == 0 {
@@ -1055,6 +1064,10 @@ mod tests {
             ),
             (r#"{"prices": {"m": {"inputPerMTok": 1}}}"#, "outputPerMTok"),
             (r#"{"retryBackoffMs": []}"#, "retryBackoffMs"),
+            (
+                r#"{"leaseMs": 3000, "killGraceMs": 2000}"#,
+                "killGraceMs (2000 ms) must be at most half of leaseMs (3000 ms)",
+            ),
             ("{", "EOF"),
         ] {
             let err = parse(text).unwrap_err().to_string();
