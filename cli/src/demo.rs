@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::mpsc;
+use wf_core::config;
+use wf_core::model::{Assignment, AssignmentStatus, JobStatus, JobType};
 use wf_runner::api::Request;
 use wf_runner::client::{Backend, Client, ConnectError};
 use wf_runner::daemon::{self, Options};
-use wf_runner::model::{Assignment, AssignmentStatus, JobStatus, JobType};
-use wf_runner::ops::{self, CreateRequest, JobDetail, JobSpec};
-use wf_runner::{config, paths};
+use wf_runner::ops::{CreateRequest, JobDetail, JobSpec};
+use wf_runner::paths;
 
 use crate::{output, Failure, Result};
 
@@ -81,14 +82,21 @@ pub(crate) fn main(config_path: Option<&Path>, keep: bool) -> Result<()> {
     let final_doc = runtime.block_on(drive(config))?;
 
     println!();
-    print!("{}", output::assignment(&final_doc, ops::now_ms()));
+    print!(
+        "{}",
+        output::assignment(&final_doc, wf_core::clock::now_ms())
+    );
     if let Ok(script) = std::fs::read_to_string(root.join("hello.sh")) {
         println!("\n$ cat hello.sh\n{}", script.trim_end());
-        if let Ok(out) = std::process::Command::new("sh")
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the demo runs the script its simulated agent wrote, to show it works"
+        )]
+        let ran = std::process::Command::new("sh")
             .arg("hello.sh")
             .current_dir(&root)
-            .output()
-        {
+            .output();
+        if let Ok(out) = ran {
             println!(
                 "$ sh hello.sh\n{}",
                 String::from_utf8_lossy(&out.stdout).trim_end()

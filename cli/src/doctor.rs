@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
+use wf_core::config::{Config, HarnessConfig, HarnessKind, StoreConfig};
+use wf_core::model::JobType;
 use wf_runner::client::Backend;
-use wf_runner::config::{Config, HarnessConfig, HarnessKind, StoreConfig};
-use wf_runner::model::JobType;
 
 use crate::{output, Failure, Result};
 
@@ -67,6 +67,10 @@ async fn version(path: &Path) -> Option<String> {
     cmd.arg("--version")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "wf doctor runs `<cli> --version`, a short-lived helper, not an agent"
+    )]
     let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
         .await
         .ok()?
@@ -117,14 +121,14 @@ async fn store_report(config: &Config) -> StoreReport {
         },
         Ok(Backend::Direct { store, .. }) => {
             let detail = match &store {
-                wf_runner::store::Store::Nats(n) => {
+                wf_store::Store::Nats(n) => {
                     format!(
                         "NATS {} at {}; no runner needed for wf",
                         n.server_version(),
                         n.server_url()
                     )
                 }
-                wf_runner::store::Store::Sled(s) => {
+                wf_store::Store::Sled(s) => {
                     format!(
                         "{} (no runner running; wf opened it directly)",
                         s.path().display()

@@ -17,11 +17,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use serde::Serialize;
+use wf_core::config::{self, Config};
+use wf_core::ids;
+use wf_core::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType};
 use wf_runner::api::Request;
 use wf_runner::client::Backend;
-use wf_runner::config::{self, Config};
-use wf_runner::ids;
-use wf_runner::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType};
 use wf_runner::ops::{self, CreateRequest, InsertResult, JobDetail, JobSpec, OpError};
 
 use args::{Cli, Command};
@@ -226,7 +226,7 @@ async fn call<T: serde::de::DeserializeOwned>(
 }
 
 async fn run(backend: &mut Backend, command: Command) -> Result<()> {
-    let now = ops::now_ms();
+    let now = wf_core::clock::now_ms();
     match command {
         Command::Create {
             north_star,

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 use comfy_table::{ContentLineStyle, LineStyle, TableStyle};
-use wf_runner::model::{Assignment, AssignmentStatus, Job, JobStatus, Millis, Usage};
+use wf_core::model::{Assignment, AssignmentStatus, Job, JobStatus, Millis, Usage};
 use wf_runner::ops::{QueueEntry, QueueView};
 
 /// Whether to colour stdout: a terminal, `NO_COLOR` unset, `TERM` not `dumb`.

@@ -9,8 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wf_runner::ids;
-use wf_runner::model::{Assignment, JobStatus, JobType};
+use wf_core::model::{Assignment, JobStatus, JobType};
 
 use crate::{Failure, Result};
 
@@ -70,13 +69,15 @@ impl Stream {
             code: crate::exit::ERROR,
             message: format!("cannot find wf: {e}"),
         })?;
-        let out = std::process::Command::new(exe)
-            .args(args)
-            .output()
-            .map_err(|e| Failure {
-                code: crate::exit::ERROR,
-                message: format!("cannot run wf: {e}"),
-            })?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the simulated agent runs wf as a real agent's shell tool would"
+        )]
+        let out = std::process::Command::new(exe).args(args).output();
+        let out = out.map_err(|e| Failure {
+            code: crate::exit::ERROR,
+            message: format!("cannot run wf: {e}"),
+        })?;
         let shown = format!(
             "wf {}",
             args.iter()
@@ -136,7 +137,7 @@ pub(crate) fn main() -> Result<()> {
         .ok()
         .and_then(|t| t.parse().ok());
     let mut s = Stream {
-        session: format!("simulated-{}", ids::new_id()),
+        session: format!("simulated-{}", wf_runner::random::new_id()),
         tool: 0,
     };
     let cwd = std::env::current_dir()
@@ -198,8 +199,13 @@ fn implement(s: &mut Stream) -> Result<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        // Why: the script is run with `sh hello.sh`; the mode is only a courtesy.
         let _ = std::fs::set_permissions("hello.sh", std::fs::Permissions::from_mode(0o755));
     }
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the simulated agent runs the script it wrote, as a real agent's shell tool would"
+    )]
     let out = std::process::Command::new("sh").arg("hello.sh").output();
     let (text, ok) = match out {
         Ok(o) => (

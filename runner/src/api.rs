@@ -9,11 +9,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chain::AssignmentUpdate;
-use crate::config::Config;
-use crate::model::{AssignmentStatus, JobStatus};
 use crate::ops::{self, CreateRequest, JobSpec, OpError};
-use crate::store::Store;
+use wf_core::chain::AssignmentUpdate;
+use wf_core::config::Config;
+use wf_core::model::{AssignmentStatus, JobStatus};
+use wf_store::Store;
 
 /// Version of this protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use crate::config;
 use crate::daemon::{self, Options};
+use wf_core::config;
 
 /// Exit codes of `wf-runner`.
 pub mod exit {

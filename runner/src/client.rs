@@ -15,10 +15,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
-use crate::config::{Config, StoreConfig};
 use crate::ops::OpError;
-use crate::store::sled::SledStore;
-use crate::store::{Store, StoreError};
+use wf_core::config::{Config, StoreConfig};
+use wf_store::sled::SledStore;
+use wf_store::{Store, StoreError};
 
 /// How long `wf` keeps trying while a runner is starting up (it holds the database but does not
 /// serve its socket yet) or another `wf` briefly holds the database.
@@ -138,7 +138,7 @@ pub struct Watch {
 
 impl Watch {
     /// The next version; `None` when the runner went away.
-    pub async fn next(&mut self) -> Option<Result<crate::model::Assignment, OpError>> {
+    pub async fn next(&mut self) -> Option<Result<wf_core::model::Assignment, OpError>> {
         loop {
             let msg = match self.client.ws.next().await? {
                 Ok(m) => m,
@@ -225,7 +225,7 @@ impl Backend {
             }
             StoreConfig::Nats(nats) => {
                 let store =
-                    crate::store::nats::NatsStore::connect(nats, &config.namespace, "wf", false)
+                    wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf", false)
                         .await
                         .map_err(|e| OpError::Unavailable(e.to_string()))?;
                 Ok(Backend::Direct {

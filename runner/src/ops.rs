@@ -8,22 +8,15 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{self, fingerprint, AssignmentUpdate, Caller, ChainError, NewJob, Position};
-use crate::config::Config;
-use crate::ids::{self, IdError, Resolved};
-use crate::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType, Millis};
-use crate::store::{BlobKey, Store, StoreError, UpdateError};
+use wf_core::chain::{self, fingerprint, AssignmentUpdate, Caller, ChainError, NewJob, Position};
+use wf_core::clock::now_ms;
+use wf_core::config::Config;
+use wf_core::ids::{self, IdError, Resolved};
+use wf_core::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType, Millis};
+use wf_store::{BlobKey, Store, StoreError, UpdateError};
 
 /// Largest job context accepted, in bytes.
 pub const MAX_CONTEXT: usize = 256 * 1024;
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
 
 /// Why an operation failed. `kind()` is stable and travels over the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +219,7 @@ fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, O
         let choices = match &spec.harness {
             Some(h) => {
                 check_harness(config, h)?;
-                vec![crate::config::HarnessChoice {
+                vec![wf_core::config::HarnessChoice {
                     harness: h.clone(),
                     model: None,
                 }]
@@ -236,7 +229,7 @@ fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, O
         for choice in choices {
             out.push((
                 NewJob {
-                    id: ids::new_id(),
+                    id: crate::random::new_id(),
                     job_type: spec.job_type,
                     harness: choice.harness,
                     model: spec.model.clone().or(choice.model),
@@ -261,7 +254,7 @@ fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, O
 pub fn pm_job(config: &Config) -> NewJob {
     let choice = config.pm_harness();
     NewJob {
-        id: ids::new_id(),
+        id: crate::random::new_id(),
         job_type: JobType::Pm,
         harness: choice.harness.clone(),
         model: choice.model.clone(),
@@ -279,7 +272,7 @@ pub async fn create(
     chain::validate_north_star(&req.north_star)?;
     let now = now_ms();
     let mut doc = chain::new_assignment(
-        ids::new_id(),
+        crate::random::new_id(),
         config.namespace.as_str(),
         req.north_star.clone(),
         req.priority,
@@ -288,7 +281,7 @@ pub async fn create(
     );
     let defaults = &config.budgets;
     let given = req.budget.clone().unwrap_or_default();
-    doc.budget = crate::config::validate_budget(Budget {
+    doc.budget = wf_core::config::validate_budget(Budget {
         max_cost_usd: given.max_cost_usd.or(defaults.max_cost_usd),
         max_jobs: given.max_jobs.or(defaults.max_jobs),
         max_pm_rounds: given.max_pm_rounds.or(defaults.max_pm_rounds),
@@ -299,7 +292,7 @@ pub async fn create(
         let jobs = expand(config, std::slice::from_ref(start))?;
         write_contexts(store, &doc.id, &jobs).await?;
         let new: Vec<NewJob> = jobs.into_iter().map(|(j, _)| j).collect();
-        let group = (new.len() > 1).then(ids::new_id);
+        let group = (new.len() > 1).then(crate::random::new_id);
         chain::insert_jobs(
             &mut doc,
             &new,
@@ -349,7 +342,7 @@ pub async fn insert_jobs(
     }
     write_contexts(store, &doc.id, &jobs).await?;
     let new: Vec<NewJob> = jobs.into_iter().map(|(j, _)| j).collect();
-    let group = (new.len() > 1).then(ids::new_id);
+    let group = (new.len() > 1).then(crate::random::new_id);
     let caller = caller.map_or(Caller::Human, Caller::Job);
     let (doc, _) = store
         .update(&doc.id, |d| {

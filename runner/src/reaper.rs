@@ -74,11 +74,11 @@ fn pgid_of(proc_dir: &Path) -> Option<u32> {
 pub fn kill_orphans(orphans: &[Orphan]) -> usize {
     let groups: HashSet<u32> = orphans.iter().map(|o| o.pgid).collect();
     for pgid in &groups {
-        crate::harness::process::signal_group(*pgid, libc::SIGKILL);
+        crate::process::signal_group(*pgid, libc::SIGKILL);
     }
     // Processes that left their group still carry the id: kill them one by one.
     for o in orphans {
-        crate::harness::process::signal_pid(o.pid, libc::SIGKILL);
+        crate::process::signal_pid(o.pid, libc::SIGKILL);
     }
     groups.len()
 }

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Envelope, Request, Response, Welcome, WireError, PROTOCOL_VERSION};
-use crate::config::Config;
 use crate::ops::OpError;
-use crate::store::Store;
+use wf_core::config::Config;
+use wf_store::Store;
 
 /// What request handlers need.
 pub struct ServerState {
@@ -203,7 +203,7 @@ async fn watch(
         .first()
         .map(|d| d.id.clone())
         .filter(|_| assignment.is_some());
-    let doc_response = |doc: &crate::model::Assignment| Response {
+    let doc_response = |doc: &wf_core::model::Assignment| Response {
         id,
         ok: Some(serde_json::to_value(doc).expect("documents serialise")),
         error: None,

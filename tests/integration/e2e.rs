@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wf_runner::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
+use wf_core::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
 use wf_tests::{alive, pids_in, wait_gone, TestEnv};
 
 use crate::{fixture, record_reliability, BINS};
@@ -30,7 +30,7 @@ fn deciding_pm(env_work: &impl Fn(&str) -> String) -> Value {
     ])
 }
 
-fn types(doc: &wf_runner::model::Assignment) -> Vec<JobType> {
+fn types(doc: &wf_core::model::Assignment) -> Vec<JobType> {
     doc.jobs.iter().map(|j| j.job_type).collect()
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wf_runner::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
+use wf_core::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
 use wf_tests::{alive, pids_in, wait_gone, TestEnv};
 
 use crate::{fixture, record_reliability as record, BINS};
@@ -22,7 +22,7 @@ fn pm_completes() -> Value {
     json!([{"init": true}, {"wf": ["update-assignment", "--status", "complete"]}, {"result": "done"}])
 }
 
-fn done(d: &wf_runner::model::Assignment) -> bool {
+fn done(d: &wf_core::model::Assignment) -> bool {
     d.lease.is_none()
         && matches!(
             d.status,

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use wf_runner::chain::check_invariants;
-use wf_runner::model::Assignment;
+use wf_core::chain::check_invariants;
+use wf_core::model::Assignment;
 use wf_tests::TestEnv;
 
 use crate::{record_reliability, BINS};

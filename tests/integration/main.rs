@@ -1,5 +1,10 @@
 //! Black-box tests of wf: the real `wf` and `wf-runner` binaries, real sled, real processes.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test harness starts the binaries under test and their helpers"
+)]
+
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
@@ -13,6 +18,7 @@ mod nats;
 mod process;
 mod real_clis;
 mod store_contract;
+mod tidy;
 
 /// The binaries cargo built for this test run.
 pub(crate) static BINS: LazyLock<Bins> = LazyLock::new(|| Bins {

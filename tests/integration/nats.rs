@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wf_runner::model::{AssignmentStatus, JobStatus, JobType};
+use wf_core::model::{AssignmentStatus, JobStatus, JobType};
 use wf_tests::{
     nats_server, nats_server_version, nats_server_version_parts, nats_servers, newest_nats_server,
     NatsServer, TestEnv,
@@ -22,7 +22,7 @@ fn nats_env(url: &str, namespace: &str, script: Value, extra: Value) -> TestEnv 
     TestEnv::new(&BINS, script, config)
 }
 
-fn complete(d: &wf_runner::model::Assignment) -> bool {
+fn complete(d: &wf_core::model::Assignment) -> bool {
     d.status == AssignmentStatus::Complete && d.lease.is_none()
 }
 

@@ -6,23 +6,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use wf_runner::chain::Outcome;
-use wf_runner::harness::process::{self, Flow, Limits, Line};
-use wf_runner::harness::{self, CommandSpec, Ended, Parsed, RunLog};
-use wf_runner::model::FailureReason;
+use wf_core::chain::Outcome;
+use wf_core::harness::{self, CommandSpec, Ended, Parsed, RunLog};
+use wf_core::model::FailureReason;
+use wf_runner::process::{self, Flow, Limits, Line};
 use wf_tests::{alive, pids_in, wait_gone};
 
 use crate::{fixture, BINS};
 
 fn judge(log: &RunLog, ended: &Ended, stderr: &str) -> harness::Verdict {
-    let retry = wf_runner::config::RetryPolicy {
+    let retry = wf_core::config::RetryPolicy {
         backoff_ms: vec![60_000],
         max_pauses: 3,
     };
     let input = harness::JudgeInput {
         ended,
         stderr_tail: stderr,
-        format: wf_runner::config::StreamFormat::Claude,
+        format: wf_core::config::StreamFormat::Claude,
         now: 0,
         pauses: 0,
         retry: &retry,
@@ -78,9 +78,7 @@ fn run(script: Value, limits: Limits, cancel_after: Option<Duration>) -> (Run, t
             |line| {
                 lines += 1;
                 let parsed = match line {
-                    Line::Text(t) => {
-                        harness::parse_line(wf_runner::config::StreamFormat::Claude, t)
-                    }
+                    Line::Text(t) => harness::parse_line(wf_core::config::StreamFormat::Claude, t),
                     Line::Invalid(why) => {
                         invalid.push(why.clone());
                         Parsed::Malformed(why)
@@ -318,7 +316,7 @@ fn an_agent_that_lingers_after_its_result_is_stopped_and_succeeds() {
     let exit = rt
         .block_on(process::run(&spec, &BTreeMap::new(), &l, &CancellationToken::new(), |_| {}, |line| {
             let Line::Text(t) = line else { return Flow::Continue };
-            let parsed = harness::parse_line(wf_runner::config::StreamFormat::Claude, t);
+            let parsed = harness::parse_line(wf_core::config::StreamFormat::Claude, t);
             let terminal = matches!(&parsed, Parsed::Events(e) if e.iter().any(|e| matches!(e, harness::AgentEvent::Result(_))));
             log.push(&parsed);
             if terminal { Flow::Terminal } else { Flow::Continue }

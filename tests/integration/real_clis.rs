@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wf_runner::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
+use wf_core::model::{AssignmentStatus, FailureReason, JobStatus, JobType};
 use wf_tests::{agent_clis, ModelServer, TestEnv};
 
 use crate::BINS;

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use wf_runner::chain::{self, Caller, NewJob, Position};
-use wf_runner::config::{NatsConfig, StoreConfig};
-use wf_runner::ids::{self, Namespace};
-use wf_runner::model::{Assignment, JobType};
-use wf_runner::store::nats::NatsStore;
-use wf_runner::store::sled::SledStore;
-use wf_runner::store::{BlobKey, Store, StoreError, UpdateError};
+use wf_core::chain::{self, Caller, NewJob, Position};
+use wf_core::config::{NatsConfig, StoreConfig};
+use wf_core::ids::Namespace;
+use wf_core::model::{Assignment, JobType};
+use wf_store::nats::NatsStore;
+use wf_store::sled::SledStore;
+use wf_store::{BlobKey, Store, StoreError, UpdateError};
 use wf_tests::NatsServer;
 
 fn doc(id: &str) -> Assignment {
@@ -30,7 +30,7 @@ fn job(id: &str) -> NewJob {
 /// store again (for durability).
 pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> Store) {
     // Create, get, list.
-    let a = doc(&ids::new_id());
+    let a = doc(&wf_runner::random::new_id());
     store.create(&a).await.unwrap();
     assert!(matches!(
         store.create(&a).await,
@@ -168,9 +168,9 @@ fn sled_backend() {
 }
 
 fn nats_config(url: &str) -> NatsConfig {
-    let raw: wf_runner::config::RawConfig =
+    let raw: wf_core::config::RawConfig =
         serde_json::from_value(serde_json::json!({"store": {"kind": "nats", "url": url}})).unwrap();
-    match wf_runner::config::resolve(raw, None, std::path::Path::new("/"))
+    match wf_core::config::resolve(raw, None, std::path::Path::new("/"))
         .unwrap()
         .store
     {

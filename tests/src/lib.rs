@@ -6,14 +6,19 @@
 //! `claude` harness is the fake agent, and `work/` for what agents record. Runners are real
 //! processes; waiting uses the runner's watch stream with a deadline, never a fixed sleep.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test harness starts the binaries under test and their helpers"
+)]
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wf_core::model::Assignment;
 use wf_runner::client::{Client, ConnectError};
-use wf_runner::model::Assignment;
 
 /// Paths of the binaries under test (from `env!("CARGO_BIN_EXE_…")`).
 #[derive(Debug, Clone)]
@@ -313,6 +318,7 @@ impl TestEnv {
                 return status;
             }
             if Instant::now() > deadline {
+                // Why: the child may have exited already; cleanup is best effort.
                 let _ = child.kill();
                 panic!(
                     "wf-runner did not exit in {timeout:?}:\n{}",
@@ -335,21 +341,19 @@ impl TestEnv {
         let rt = runtime();
         let found = match &self.nats {
             Some((url, ns)) => rt.block_on(async {
-                let config: wf_runner::config::RawConfig =
+                let config: wf_core::config::RawConfig =
                     serde_json::from_value(json!({"store": {"kind": "nats", "url": url}}))
                         .expect("config");
                 let resolved =
-                    wf_runner::config::resolve(config, None, Path::new("/")).expect("config");
-                let wf_runner::config::StoreConfig::Nats(nats) = resolved.store else {
+                    wf_core::config::resolve(config, None, Path::new("/")).expect("config");
+                let wf_core::config::StoreConfig::Nats(nats) = resolved.store else {
                     unreachable!()
                 };
-                let ns = wf_runner::ids::Namespace::new(ns).expect("namespace");
+                let ns = wf_core::ids::Namespace::new(ns).expect("namespace");
                 loop {
                     let store =
-                        match wf_runner::store::nats::NatsStore::connect(&nats, &ns, "test", false)
-                            .await
-                        {
-                            Ok(s) => wf_runner::store::Store::Nats(s),
+                        match wf_store::nats::NatsStore::connect(&nats, &ns, "test", false).await {
+                            Ok(s) => wf_store::Store::Nats(s),
                             Err(_) if tokio::time::Instant::now() < deadline => {
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                                 continue;
@@ -507,9 +511,11 @@ impl Drop for TestEnv {
                 .tempdir()
                 .expect("tempdir");
             let kept = std::mem::replace(&mut self.tmp, keep);
+            // Why: keeping the directory for inspection is best effort.
             let _ = kept.keep();
         }
         for mut child in self.runners.drain(..).flatten() {
+            // Why: the child may have exited already; cleanup is best effort.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -748,6 +754,7 @@ impl NatsServer {
                     if hard { libc::SIGKILL } else { libc::SIGTERM },
                 );
             }
+            // Why: reaping a child that was killed; its status is not needed.
             let _ = child.wait();
         }
     }
@@ -859,6 +866,7 @@ impl ModelServer {
 
 impl Drop for ModelServer {
     fn drop(&mut self) {
+        // Why: the child may have exited already; cleanup is best effort.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,19 +14,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{self, LeaseView, Readiness};
-use crate::config::{Config, StoreConfig};
-use crate::model::{Assignment, AssignmentStatus};
-use crate::ops::now_ms;
-use crate::prompt::Templates;
-use crate::store::nats::NatsStore;
-use crate::store::{Store, UpdateError};
-use crate::{ids, paths, reaper, server};
+use crate::{paths, reaper, server};
+use wf_core::chain::{self, LeaseView, Readiness};
+use wf_core::clock::now_ms;
+use wf_core::config::{Config, StoreConfig};
+use wf_core::model::{Assignment, AssignmentStatus};
+use wf_core::prompt::Templates;
+use wf_store::wakeup::{Token, Wakeups};
+use wf_store::{Store, UpdateError};
 
 mod unit;
 
@@ -178,14 +176,16 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
         StoreConfig::Sled { path } => {
             let (path, ns) = (path.clone(), config.namespace.clone());
             let store = tokio::task::spawn_blocking(move || {
-                crate::store::sled::SledStore::open(&path, &ns, wait)
+                wf_store::sled::SledStore::open(&path, &ns, wait)
             })
             .await
             .context("store opener panicked")??;
             Ok(Store::Sled(store))
         }
         StoreConfig::Nats(nats) => {
-            let store = NatsStore::connect(nats, &config.namespace, "wf-runner", true).await?;
+            let store =
+                wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf-runner", true)
+                    .await?;
             Ok(Store::Nats(store))
         }
     }
@@ -202,7 +202,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         )
     })?;
     let store = open_store(&config, Duration::from_secs(120)).await?;
-    let runner_id = ids::new_id();
+    let runner_id = crate::random::new_id();
     let host = hostname();
 
     // Agents of earlier runners of this state directory must be gone before their jobs run
@@ -328,13 +328,13 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
             None
         }
         Store::Nats(nats) => {
-            let consumer = nats.consumer(config.lease).await?;
+            let wakeups = Wakeups::start(nats, config.lease).await?;
             tracing::info!(
                 runner = %runner_id, namespace = %config.namespace, store = "nats",
                 server = %nats.server_url(), server_version = %nats.server_version(),
                 max_concurrent = config.max_concurrent, "wf-runner ready"
             );
-            Some(TokenQueue::start(nats.clone(), consumer, config.lease))
+            Some(wakeups)
         }
     };
 
@@ -349,9 +349,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         queue,
     };
     let result = scheduler.run(changes, &mut signals).await;
-    if let Some(q) = &scheduler.queue {
-        q.puller.abort();
-    }
+    drop(scheduler);
     server_stop.cancel();
     if store.exclusive() {
         // Why: a leftover socket file is replaced by the next runner anyway.
@@ -381,81 +379,6 @@ enum Phase {
     Stopping,
 }
 
-/// Wake-up tokens (NATS): pulled one at a time, only while a slot is free, so that no token
-/// waits in a client buffer while its `ack_wait` runs.
-struct TokenQueue {
-    store: NatsStore,
-    requests: mpsc::UnboundedSender<()>,
-    tokens: mpsc::UnboundedReceiver<jetstream::Message>,
-    puller: tokio::task::JoinHandle<()>,
-    /// Pulls requested and not yet answered.
-    requested: usize,
-    /// What this runner announced per assignment: (document version, generation). The
-    /// generation goes up when this runner discards a token, so that it can announce the same
-    /// version again once the assignment becomes claimable.
-    announced: HashMap<String, (u64, u32)>,
-    generation: HashMap<String, u32>,
-    next_sweep: tokio::time::Instant,
-    sweep_every: Duration,
-}
-
-impl TokenQueue {
-    fn start(store: NatsStore, consumer: PullConsumer, lease: Duration) -> Self {
-        let (requests, request_rx) = mpsc::unbounded_channel();
-        let (token_tx, tokens) = mpsc::unbounded_channel();
-        let puller = tokio::spawn(pull_tokens(consumer, request_rx, token_tx));
-        Self {
-            store,
-            requests,
-            tokens,
-            puller,
-            requested: 0,
-            announced: HashMap::new(),
-            generation: HashMap::new(),
-            next_sweep: tokio::time::Instant::now(),
-            sweep_every: lease.max(Duration::from_secs(1)),
-        }
-    }
-}
-
-async fn pull_tokens(
-    consumer: PullConsumer,
-    mut requests: mpsc::UnboundedReceiver<()>,
-    tokens: mpsc::UnboundedSender<jetstream::Message>,
-) {
-    while requests.recv().await.is_some() {
-        loop {
-            let batch = consumer
-                .batch()
-                .max_messages(1)
-                .expires(Duration::from_secs(10))
-                .messages()
-                .await;
-            match batch {
-                Ok(mut batch) => match batch.next().await {
-                    Some(Ok(msg)) => {
-                        if let Err(unsent) = tokens.send(msg) {
-                            // Why: the runner is stopping; let another runner have the token.
-                            let _ = unsent.0.ack_with(AckKind::Nak(None)).await;
-                            return;
-                        }
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(%e, "token pull failed; pulling again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    None => {}
-                },
-                Err(e) => {
-                    tracing::warn!(%e, "cannot pull wake-up tokens; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-}
-
 /// The scheduler: owns the document cache and the running units.
 struct Scheduler {
     ctx: Arc<Ctx>,
@@ -468,7 +391,7 @@ struct Scheduler {
     ),
     phase: Phase,
     retry_at: Option<tokio::time::Instant>,
-    queue: Option<TokenQueue>,
+    queue: Option<Wakeups>,
 }
 
 impl Scheduler {
@@ -488,7 +411,7 @@ impl Scheduler {
 
     async fn run(
         &mut self,
-        mut changes: broadcast::Receiver<crate::store::Change>,
+        mut changes: broadcast::Receiver<wf_store::Change>,
         signals: &mut mpsc::UnboundedReceiver<()>,
     ) -> anyhow::Result<()> {
         loop {
@@ -517,14 +440,14 @@ impl Scheduler {
                     .into_iter()
                     .chain(self.retry_at)
                     .chain(self.next_settle())
-                    .chain(self.queue.as_ref().map(|q| q.next_sweep))
+                    .chain(self.queue.as_ref().map(Wakeups::next_sweep))
                     .min(),
                 Phase::Draining(deadline) => Some(deadline),
                 Phase::Stopping => None,
             };
             let token = async {
                 match self.queue.as_mut() {
-                    Some(q) => q.tokens.recv().await,
+                    Some(q) => q.next().await,
                     None => std::future::pending().await,
                 }
             };
@@ -663,10 +586,7 @@ impl Scheduler {
             }
             return;
         }
-        let sweep_due = self
-            .queue
-            .as_ref()
-            .is_some_and(|q| q.next_sweep <= tokio::time::Instant::now());
+        let sweep_due = self.queue.as_ref().is_some_and(Wakeups::sweep_due);
         if sweep_due {
             self.sweep().await;
         }
@@ -691,8 +611,8 @@ impl Scheduler {
     async fn claim(
         &mut self,
         aid: &str,
-        token: Option<jetstream::Message>,
-    ) -> Result<bool, crate::store::StoreError> {
+        token: Option<Token>,
+    ) -> Result<bool, wf_store::StoreError> {
         let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
         let claimed = ctx
             .store
@@ -723,8 +643,7 @@ impl Scheduler {
                 tracing::warn!(assignment = %aid, %reason, "blocked instead of starting a job");
                 upsert(&mut self.cache, doc);
                 if let Some(token) = token {
-                    // Why: the token served; a failed ack only brings it back, to be dropped.
-                    let _ = token.double_ack().await;
+                    token.done().await;
                 }
                 Ok(true)
             }
@@ -755,101 +674,59 @@ impl Scheduler {
     /// NATS: announce what this runner sees claimable, and ask for tokens for the free slots.
     async fn announce_and_pull(&mut self) {
         let eligible = self.eligible();
-        let Some(q) = self.queue.as_mut() else { return };
-        for aid in eligible {
-            let Some(doc) = self.cache.get(&aid) else {
-                continue;
-            };
-            let generation = q.generation.get(&aid).copied().unwrap_or(0);
-            if q.announced.get(&aid) == Some(&(doc.version, generation)) {
-                continue;
-            }
-            q.announced.insert(aid.clone(), (doc.version, generation));
-            let tag = format!("{}.r{generation}", doc.version);
-            if let Err(e) = q
-                .store
-                .publish_token(&aid, &format!("{}.{aid}.{tag}", doc.namespace))
-                .await
-            {
-                tracing::warn!(assignment = %aid, %e, "cannot announce; the sweeper will");
-            }
-        }
         let free = self
             .ctx
             .config
             .max_concurrent
-            .saturating_sub(self.running.len() + q.requested);
-        for _ in 0..free {
-            if q.requests.send(()).is_ok() {
-                q.requested += 1;
-            }
+            .saturating_sub(self.running.len());
+        let Some(q) = self.queue.as_mut() else { return };
+        let docs: Vec<&Assignment> = eligible.iter().filter_map(|a| self.cache.get(a)).collect();
+        for doc in docs {
+            q.announce(doc).await;
         }
+        q.request(free);
     }
 
-    /// NATS, every `leaseMs`: announce every claimable assignment, from a fresh listing, with a
-    /// tag of this sweep period (so a token lost earlier is replaced, once per period).
+    /// NATS, every `leaseMs`: announce every claimable assignment, from a fresh listing.
     async fn sweep(&mut self) {
         self.reload().await;
         let eligible = self.eligible();
         let Some(q) = self.queue.as_mut() else { return };
-        let period = now_ms() / q.sweep_every.as_millis().max(1) as u64;
-        for aid in eligible {
-            let Some(doc) = self.cache.get(&aid) else {
-                continue;
-            };
-            let msg_id = format!("{}.{aid}.{}.s{period}", doc.namespace, doc.version);
-            if let Err(e) = q.store.publish_token(&aid, &msg_id).await {
-                tracing::warn!(assignment = %aid, %e, "sweeper cannot announce");
-            }
-        }
-        q.next_sweep = tokio::time::Instant::now() + q.sweep_every;
+        let docs: Vec<&Assignment> = eligible.iter().filter_map(|a| self.cache.get(a)).collect();
+        q.sweep(&docs).await;
     }
 
     /// NATS: a token arrived. Claim its assignment if the rule allows, else discard it (or, if
     /// another runner's lease is about to expire, ask for it again at the expiry).
-    async fn on_token(&mut self, msg: jetstream::Message) {
-        if let Some(q) = self.queue.as_mut() {
-            q.requested = q.requested.saturating_sub(1);
-        }
-        let aid = msg
-            .subject
-            .as_str()
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+    async fn on_token(&mut self, token: Token) {
+        let aid = token.assignment_id().to_string();
         if !matches!(self.phase, Phase::Running) {
-            // Why: a failed nak only delays the token until its ack_wait.
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            token.release(None).await;
             return;
         }
         if self.running.contains_key(&aid) {
-            let _ = msg.double_ack().await;
+            token.done().await;
             return;
         }
         match self.ctx.store.get(&aid).await {
             Ok(Some(doc)) => upsert(&mut self.cache, doc),
             Ok(None) => {
-                let _ = msg.double_ack().await;
+                token.done().await;
                 return;
             }
             Err(e) => {
                 tracing::warn!(assignment = %aid, %e, "cannot read an announced assignment");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                token.release(Some(Duration::from_secs(1))).await;
                 return;
             }
         }
         if self.eligible().contains(&aid) {
-            match self.claim(&aid, Some(msg.clone())).await {
+            match self.claim(&aid, Some(token.clone())).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(assignment = %aid, %e, "claim failed; the token comes back in 1s");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
+                    token.release(Some(Duration::from_secs(1))).await;
                     return;
                 }
             }
@@ -860,16 +737,17 @@ impl Scheduler {
                 (chain::readiness(doc, &view), &doc.lease)
             {
                 if lease.expires_at == at && at > view.now {
-                    let delay = Duration::from_millis(at - view.now + 50);
-                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                    token
+                        .release(Some(Duration::from_millis(at - view.now + 50)))
+                        .await;
                     return;
                 }
             }
         }
         if let Some(q) = self.queue.as_mut() {
-            *q.generation.entry(aid).or_insert(0) += 1;
+            q.discarded(&aid);
         }
-        let _ = msg.double_ack().await;
+        token.done().await;
     }
 }
 

@@ -8,20 +8,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, AckKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, StopReason, StopSignal, UnitDone, UnitStops};
-use crate::chain::{self, AttemptReport, Outcome};
-use crate::config::HarnessKind;
-use crate::harness::process::{self, Flow, Limits, Line};
-use crate::harness::{self, Ended, Parsed, RunLog, Verdict};
-use crate::model::{Assignment, FailureReason, Job};
-use crate::ops::{self, now_ms};
+use crate::ops;
 use crate::paths;
-use crate::prompt::{self, PriorResult, PromptInput};
-use crate::store::{BlobKey, UpdateError};
+use crate::process::{self, Flow, Limits, Line};
+use wf_core::chain::{self, AttemptReport, Outcome};
+use wf_core::clock::now_ms;
+use wf_core::config::HarnessKind;
+use wf_core::harness::{self, Ended, Parsed, RunLog, Verdict};
+use wf_core::model::{Assignment, FailureReason, Job};
+use wf_core::prompt::{self, PriorResult, PromptInput};
+use wf_store::wakeup::Token;
+use wf_store::{BlobKey, UpdateError};
 
 pub(super) async fn run_unit(
     ctx: Arc<Ctx>,
@@ -29,7 +30,7 @@ pub(super) async fn run_unit(
     claim: chain::Claim,
     stops: UnitStops,
     done: mpsc::UnboundedSender<UnitDone>,
-    token: Option<jetstream::Message>,
+    token: Option<Token>,
 ) {
     let renewing = CancellationToken::new();
     let renewer = tokio::spawn(renew_lease(
@@ -63,11 +64,8 @@ pub(super) async fn run_unit(
     // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
     let _ = renewer.await;
     if let Some(token) = token {
-        // The outcome is recorded (and announced); the token has served. A failed ack only
-        // means it comes back after ack_wait and is discarded then.
-        if let Err(e) = token.double_ack().await {
-            tracing::debug!(%e, "token ack failed");
-        }
+        // The outcome is recorded (and announced); the token has served.
+        token.done().await;
     }
     let last = written.into_iter().flatten().max_by_key(|d| d.version);
     // Why: the scheduler only stops listening when it exits, after every unit is done.
@@ -89,7 +87,7 @@ async fn renew_lease(
     mut expires_at: u64,
     stops: UnitStops,
     renewing: CancellationToken,
-    token: Option<jetstream::Message>,
+    token: Option<Token>,
 ) {
     let period = ctx.config.lease / 3;
     // Stopping takes up to killGraceMs; a tenth of the lease is kept for the rest.
@@ -113,12 +111,7 @@ async fn renew_lease(
                 if let Some(token) = &token {
                     // Ownership is the lease above; the progress ack only keeps the token from
                     // being redelivered while we hold it.
-                    let progress = token.double_ack_with(AckKind::Progress);
-                    match tokio::time::timeout(period / 2, progress).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::debug!(%e, "progress ack failed"),
-                        Err(_) => tracing::debug!("progress ack timed out"),
-                    }
+                    token.progress(period / 2).await;
                 }
             }
             Ok(Err(UpdateError::Refused(e))) => {
@@ -304,13 +297,18 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
     )
     .await;
     if let Some(mut t) = transcript {
-        let _ = t.flush();
+        if let Err(e) = t.flush() {
+            tracing::warn!(path = %transcript_path.display(), %e, "cannot write the transcript");
+        }
     }
     let verdict = match exit {
         Err(e) => failed(FailureReason::SpawnError, e.to_string()),
         Ok(exit) => {
             if !exit.stderr_tail.is_empty() {
-                let _ = std::fs::write(transcript_path.with_extension("stderr"), &exit.stderr_tail);
+                let path = transcript_path.with_extension("stderr");
+                if let Err(e) = std::fs::write(&path, &exit.stderr_tail) {
+                    tracing::warn!(path = %path.display(), %e, "cannot write the stderr tail");
+                }
             }
             let input = harness::JudgeInput {
                 ended: &exit.ended,

@@ -13,14 +13,19 @@
 //!
 //! The NATS figures use the first server of `$WF_NATS_SERVERS`, else `nats-server` on PATH.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test harness starts the binaries under test and their helpers"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use wf_core::model::AssignmentStatus;
 use wf_runner::api::Request;
 use wf_runner::client::{Backend, Client};
-use wf_runner::model::AssignmentStatus;
 use wf_runner::ops::{CreateRequest, InsertResult, JobSpec};
 use wf_tests::{nats_server_version, Bins, NatsServer, TestEnv};
 
@@ -133,8 +138,8 @@ fn wait_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
 
 /// Opens the state of `env` the way `wf` does (the runner's socket for sled, NATS directly).
 fn backend(rt: &tokio::runtime::Runtime, env: &TestEnv) -> Backend {
-    let config = wf_runner::config::load(Some(&env.root.join(".wf/config.json")), &env.root)
-        .expect("config");
+    let config =
+        wf_core::config::load(Some(&env.root.join(".wf/config.json")), &env.root).expect("config");
     rt.block_on(Backend::open(&config)).expect("backend")
 }
 
@@ -174,12 +179,12 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 start: None,
                 budget: None,
             };
-            let doc: wf_runner::model::Assignment =
+            let doc: wf_core::model::Assignment =
                 b.call_as(Request::Create(req)).await.expect("create");
             let insert = Request::InsertJobs {
                 assignment: doc.id.clone(),
                 jobs: vec![JobSpec {
-                    job_type: wf_runner::model::JobType::Plan,
+                    job_type: wf_core::model::JobType::Plan,
                     harness: None,
                     model: None,
                     context: None,
@@ -239,14 +244,14 @@ fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
                 priority: 10,
                 independent: true,
                 start: Some(JobSpec {
-                    job_type: wf_runner::model::JobType::Plan,
+                    job_type: wf_core::model::JobType::Plan,
                     harness: None,
                     model: None,
                     context: None,
                 }),
                 budget: None,
             };
-            let doc: wf_runner::model::Assignment =
+            let doc: wf_core::model::Assignment =
                 b.call_as(Request::Create(req)).await.expect("create");
             ids.push(doc.id);
         }

@@ -12,6 +12,11 @@
 //! When started with `-p` (as wf starts Claude Code) it checks Claude's flags the way the real
 //! CLI does: `--output-format stream-json` requires `--verbose`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test harness starts the binaries under test and their helpers"
+)]
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,6 +144,7 @@ fn step(agent: &Agent, step: &Value) {
                 .map(|b| b.as_u64().expect("byte") as u8)
                 .collect();
             let mut out = std::io::stdout().lock();
+            // Why: a reader that went away is what some tests simulate; keep going.
             let _ = out
                 .write_all(&bytes)
                 .and_then(|_| out.write_all(b"\n"))
@@ -151,9 +157,11 @@ fn step(agent: &Agent, step: &Value) {
             let mut left = n;
             while left > 0 {
                 let k = left.min(chunk.len());
+                // Why: a reader that went away is what some tests simulate; keep going.
                 let _ = out.write_all(&chunk[..k]);
                 left -= k;
             }
+            // Why: a reader that went away is what some tests simulate; keep going.
             let _ = out.write_all(b"\n").and_then(|_| out.flush());
         }
         // {"sleepMs": n} or {"sleepMs": [min, max]} (uniformly random).
@@ -323,6 +331,7 @@ fn main() {
         }))
         .expect("script is JSON");
     let mut prompt = String::new();
+    // Why: a missing prompt is not an error for the fake agent.
     let _ = std::io::stdin().read_to_string(&mut prompt);
     let agent = Agent {
         prompt,

@@ -5,6 +5,11 @@
 //! cargo test -p wf-tests --test integration && cargo run -p wf-tests --bin wf-reliability
 //! ```
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test harness starts the binaries under test and their helpers"
+)]
+
 use std::path::PathBuf;
 
 use serde_json::Value;

@@ -14,11 +14,12 @@
 
 pub mod nats;
 pub mod sled;
+pub mod wakeup;
 
 use tokio::sync::broadcast;
 
-use crate::chain::{self, LeaseView, Readiness};
-use crate::model::Assignment;
+use wf_core::chain::{self, LeaseView, Readiness};
+use wf_core::model::Assignment;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -217,14 +218,14 @@ impl Store {
     pub async fn announce(&self, doc: &Assignment, tag: &str) {
         let Store::Nats(s) = self else { return };
         let view = LeaseView {
-            now: crate::ops::now_ms(),
+            now: wf_core::clock::now_ms(),
             me: "",
             exclusive: false,
         };
         if !matches!(chain::readiness(doc, &view), Readiness::Ready(_)) {
             return;
         }
-        let msg_id = format!("{}.{}.{tag}", doc.namespace, doc.id);
+        let msg_id = wakeup::message_id(&doc.namespace, &doc.id, tag);
         if let Err(e) = s.publish_token(&doc.id, &msg_id).await {
             tracing::warn!(assignment = %doc.id, %e, "wake-up token not published; a sweeper will");
         }

@@ -21,9 +21,9 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{decode, encode, BlobKey, Cas, Change, StoreError};
-use crate::config::NatsConfig;
-use crate::ids::Namespace;
-use crate::model::Assignment;
+use wf_core::config::NatsConfig;
+use wf_core::ids::Namespace;
+use wf_core::model::Assignment;
 
 /// The state bucket.
 pub const BUCKET: &str = "wf";

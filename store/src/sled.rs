@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::{decode, encode, BlobKey, Cas, Change, StoreError};
-use crate::ids::Namespace;
-use crate::model::Assignment;
+use wf_core::ids::Namespace;
+use wf_core::model::Assignment;
 
 /// Capacity of the change channel; a subscriber that falls further behind must resync.
 const CHANGES_CAPACITY: usize = 4096;

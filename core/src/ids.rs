@@ -12,13 +12,11 @@ const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 /// Length of a generated id.
 pub const ID_LEN: usize = 12;
 
-/// A fresh random id.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 8];
-    // Why: getrandom only fails when the OS has no entropy source at all, which no supported
-    // platform lacks; there is nothing sensible to do but stop.
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    let mut n = u64::from_le_bytes(bytes);
+/// The id made of 60 random bits (the low 60 bits of `random`). The random source is the
+/// caller's (`wf_runner::random::new_id` uses the operating system's), so that this crate
+/// stays free of I/O.
+pub fn from_random(random: u64) -> String {
+    let mut n = random;
     let mut out = String::with_capacity(ID_LEN);
     for _ in 0..ID_LEN {
         out.push(ALPHABET[(n & 31) as usize] as char);
@@ -132,9 +130,12 @@ mod tests {
 
     #[test]
     fn generated_ids_parse_and_differ() {
-        let a = new_id();
-        let b = new_id();
+        let a = from_random(0x0123_4567_89ab_cdef);
+        let b = from_random(0x0123_4567_89ab_cdee);
         assert_eq!(a.len(), ID_LEN);
+        assert_eq!(from_random(0), "000000000000");
+        // Only the low 60 bits count.
+        assert_eq!(from_random(u64::MAX), from_random(u64::MAX >> 4));
         assert_ne!(a, b);
         assert_eq!(parse_prefix(&a).unwrap(), a);
     }

@@ -2,13 +2,12 @@
 //!
 //! Every harness maps its stream onto one [`AgentEvent`] model, so the runner, the PM prompt
 //! and the transcripts treat all agents alike. Building the command ([`command`]), parsing a
-//! line ([`parse_line`]) and judging an attempt ([`judge`]) are pure functions; only
-//! [`process`] touches the operating system.
+//! line ([`parse_line`]) and judging an attempt ([`judge`]) are pure functions; the runner's
+//! process layer (`wf_runner::process`) runs the command.
 
 pub mod claude;
 pub mod codex;
 pub mod gemini;
-pub mod process;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -150,7 +149,7 @@ pub fn is_terminal(parsed: &Parsed) -> bool {
     matches!(parsed, Parsed::Events(events) if events.iter().any(|e| matches!(e, AgentEvent::Result(_))))
 }
 
-/// A process to start: plain data, built by the harness, run by [`process`].
+/// A process to start: plain data, built by the harness, run by the runner's process layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandSpec {
     /// The program (a path or a name looked up in `PATH`).

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandSpec, Ended};
+use wf_core::harness::{CommandSpec, Ended};
 
 /// Limits applied to one agent process.
 #[derive(Debug, Clone)]
@@ -164,7 +164,12 @@ pub async fn run(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| SpawnError {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "this is the one spawn site of agents"
+    )]
+    let spawned = cmd.spawn();
+    let mut child = spawned.map_err(|source| SpawnError {
         program: spec.program.clone(),
         hint: if source.kind() == io::ErrorKind::NotFound {
             " (is it installed and on PATH?)"

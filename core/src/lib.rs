@@ -1,0 +1,22 @@
+//! wf's pure domain: what an assignment is and every way it may change, with no I/O beyond
+//! reading a config file or a template override.
+//!
+//! - [`model`]: the records (`Assignment`, `Job`, …) and their status enums; [`ids`]: ids and
+//!   namespaces; [`clock`]: the wall clock in milliseconds.
+//! - [`chain`]: every state transition and the scheduling rule, as pure functions of a
+//!   document; the store applies them inside its compare-and-swap.
+//! - [`config`]: the config file, parsed strictly and resolved.
+//! - [`prompt`]: the prompt templates and their strict rendering.
+//! - [`harness`]: per agent CLI, the command line of an attempt and the parser of its event
+//!   stream; the one event model, the run log and `judge` (success, failure reason, pause).
+//!
+//! This crate depends on no async runtime, no `libc`, and no store: that it stays pure is a
+//! compile error away, not a promise.
+
+pub mod chain;
+pub mod clock;
+pub mod config;
+pub mod harness;
+pub mod ids;
+pub mod model;
+pub mod prompt;
