@@ -1,6 +1,11 @@
 //! State-transition tests for the chain.
 
+use std::collections::HashSet;
+
 use super::*;
+use crate::model::{
+    Assignment, AssignmentStatus, FailureReason, JobStatus, JobType, Millis, Usage,
+};
 
 fn ins(
     doc: &mut Assignment,

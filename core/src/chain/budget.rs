@@ -1,0 +1,82 @@
+//! Budgets: cost, jobs, PM rounds and wall time, checked before a unit starts.
+
+use crate::model::{Assignment, Job, JobType, Millis};
+
+fn money(v: f64) -> String {
+    format!("${v:.2}")
+}
+
+fn duration_text(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Why starting `unit` now would break a budget, if it would.
+pub(super) fn over_budget(doc: &Assignment, unit: &[&Job], now: Millis) -> Option<String> {
+    let b = &doc.budget;
+    if let Some(reason) = cost_over_budget(doc) {
+        return Some(reason);
+    }
+    if let (Some(max), Some(start)) = (b.max_wall_ms, doc.started_at) {
+        if now.saturating_sub(start) >= max {
+            return Some(format!(
+                "budget exceeded: running for {}, maxWallMs is {}",
+                duration_text(now - start),
+                duration_text(max)
+            ));
+        }
+    }
+    let new_work = unit
+        .iter()
+        .filter(|j| j.job_type != JobType::Pm && j.attempt == 0)
+        .count() as u32;
+    if let Some(max) = b.max_jobs {
+        let started = doc
+            .jobs
+            .iter()
+            .filter(|j| j.job_type != JobType::Pm && j.attempt > 0)
+            .count() as u32;
+        if new_work > 0 && started + new_work > max {
+            return Some(format!(
+                "budget exceeded: {started} jobs started, maxJobs is {max}"
+            ));
+        }
+    }
+    if let Some(max) = b.max_pm_rounds {
+        if unit
+            .iter()
+            .any(|j| j.job_type == JobType::Pm && j.attempt == 0)
+            && doc.pm_rounds >= max
+        {
+            return Some(format!(
+                "budget exceeded: {} PM rounds, maxPmRounds is {max}",
+                doc.pm_rounds
+            ));
+        }
+    }
+    None
+}
+
+/// The reason, if the assignment has spent more than its cost budget.
+pub fn cost_over_budget(doc: &Assignment) -> Option<String> {
+    let max = doc.budget.max_cost_usd?;
+    let spent = doc.usage.cost_usd.unwrap_or(0.0);
+    (spent >= max).then(|| {
+        format!(
+            "budget exceeded: spent {}, maxCostUsd is {}",
+            money(spent),
+            money(max)
+        )
+    })
+}
+
+/// When the wall-time budget of `doc` runs out, if it has one.
+pub fn wall_deadline(doc: &Assignment) -> Option<Millis> {
+    Some(doc.started_at? + doc.budget.max_wall_ms?)
+}

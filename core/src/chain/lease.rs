@@ -1,0 +1,199 @@
+//! Claiming a unit under a lease, renewing it, and releasing dead leases.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::model::{
+    Assignment, AssignmentStatus, FailureReason, Job, JobStatus, JobType, Lease, Millis,
+};
+
+/// A successful claim: the jobs to run and the fencing epoch that owns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The fencing token.
+    pub epoch: u64,
+    /// The jobs to start.
+    pub job_ids: Vec<String>,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The jobs are this runner's to run.
+    Run(Claim),
+    /// A budget of the assignment is spent: it was blocked instead, with this reason.
+    OverBudget(String),
+}
+
+/// Claims the ready jobs of the current unit for runner `view.me` — or, when starting them
+/// would break a budget, blocks the assignment instead. `None`: nothing to claim.
+pub fn claim(
+    doc: &mut Assignment,
+    view: &LeaseView<'_>,
+    host: &str,
+    lease_ms: u64,
+) -> Option<Claimed> {
+    finish_decided_pms(doc, view);
+    let Readiness::Ready(job_ids) = readiness(doc, view) else {
+        return None;
+    };
+    let unit: Vec<&Job> = doc
+        .jobs
+        .iter()
+        .filter(|j| job_ids.contains(&j.id))
+        .collect();
+    if let Some(reason) = over_budget(doc, &unit, view.now) {
+        block(doc, reason.clone(), view.now);
+        return Some(Claimed::OverBudget(reason));
+    }
+    doc.epoch += 1;
+    for job in doc.jobs.iter_mut().filter(|j| job_ids.contains(&j.id)) {
+        job.status = JobStatus::Running;
+        job.attempt += 1;
+        job.started_at = Some(view.now);
+        job.completed_at = None;
+        job.exit_code = None;
+        job.retry_after = None;
+        job.failure_reason = None;
+        job.failure_detail = None;
+    }
+    doc.status = AssignmentStatus::Active;
+    doc.started_at.get_or_insert(view.now);
+    doc.lease = Some(Lease {
+        job_ids: job_ids.clone(),
+        runner_id: view.me.to_string(),
+        host: host.to_string(),
+        epoch: doc.epoch,
+        expires_at: view.now + lease_ms,
+    });
+    doc.updated_at = view.now;
+    Some(Claimed::Run(Claim {
+        epoch: doc.epoch,
+        job_ids,
+    }))
+}
+
+pub(super) fn block(doc: &mut Assignment, reason: String, now: Millis) {
+    doc.status = AssignmentStatus::Blocked;
+    doc.blocked_reason = Some(reason);
+    doc.updated_at = now;
+}
+
+/// A PM whose runner died after it decided (it inserted jobs) must not run again: that would
+/// be the same job twice, deciding twice. Such an orphaned PM ends complete.
+fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>) {
+    if doc.lease.as_ref().is_some_and(|l| view.is_live(l)) {
+        return;
+    }
+    let decided: Vec<String> = doc
+        .jobs
+        .iter()
+        .filter(|j| j.job_type == JobType::Pm && j.status == JobStatus::Running)
+        .filter(|pm| {
+            doc.jobs
+                .iter()
+                .any(|j| j.inserted_by.as_deref() == Some(pm.id.as_str()))
+        })
+        .map(|pm| pm.id.clone())
+        .collect();
+    for id in decided {
+        let pm = doc
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == id)
+            .expect("found above");
+        pm.status = JobStatus::Complete;
+        pm.completed_at = Some(view.now);
+        pm.failure_detail =
+            Some("its runner stopped after it decided; no result was recorded".into());
+        doc.pm_rounds += 1;
+        if doc.lease.as_ref().is_some_and(|l| l.job_ids.contains(&id)) {
+            doc.lease = None;
+        }
+    }
+}
+
+/// Releases a dead lease of an assignment that is not active (blocked or completed while its
+/// runner died). On a completed assignment nothing runs again: a PM job that was running had
+/// done its work (it completed the assignment) and ends complete, other jobs end cancelled. On a
+/// blocked one, jobs a human cancelled end cancelled and the others go back to pending, to run
+/// when the assignment is resumed.
+pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(), Unchanged> {
+    let dead = doc.lease.as_ref().is_some_and(|l| !view.is_live(l));
+    if !dead
+        || matches!(
+            doc.status,
+            AssignmentStatus::Active | AssignmentStatus::Pending
+        )
+    {
+        return Err(Unchanged);
+    }
+    let lease = doc.lease.take().expect("checked");
+    let complete = doc.status == AssignmentStatus::Complete;
+    for job in doc
+        .jobs
+        .iter_mut()
+        .filter(|j| lease.job_ids.contains(&j.id) && j.status == JobStatus::Running)
+    {
+        let (status, reason, detail) = match (complete, job.job_type, job.cancel_requested) {
+            (true, JobType::Pm, _) => (
+                JobStatus::Complete,
+                None,
+                "its runner stopped after the assignment was completed; no result was recorded",
+            ),
+            (true, _, _) => (
+                JobStatus::Failed,
+                Some(FailureReason::Cancelled),
+                "stopped: the assignment was completed while it ran",
+            ),
+            (false, _, true) => (
+                JobStatus::Failed,
+                Some(FailureReason::Cancelled),
+                "cancelled by a human",
+            ),
+            (false, _, false) => {
+                job.status = JobStatus::Pending;
+                continue;
+            }
+        };
+        job.status = status;
+        job.failure_reason = reason;
+        job.failure_detail = Some(detail.into());
+        job.completed_at = Some(view.now);
+    }
+    doc.updated_at = view.now;
+    Ok(())
+}
+
+/// Extends the lease held with `epoch`. Fails when the lease moved on (self-fencing).
+pub fn renew(
+    doc: &mut Assignment,
+    epoch: u64,
+    now: Millis,
+    lease_ms: u64,
+) -> Result<(), ChainError> {
+    match &mut doc.lease {
+        Some(lease) if lease.epoch == epoch => {
+            lease.expires_at = now + lease_ms;
+            Ok(())
+        }
+        _ => Err(ChainError::Fenced(epoch)),
+    }
+}
+
+/// Nothing to do: the document needs no change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("nothing to change")]
+pub struct Unchanged;
+
+/// Expires at once a lease held by one of `dead` runners (known dead: an earlier incarnation
+/// of this runner). Refuses when there is nothing to expire.
+pub fn expire_dead_lease(doc: &mut Assignment, dead: &HashSet<String>) -> Result<(), Unchanged> {
+    match &mut doc.lease {
+        Some(lease) if dead.contains(&lease.runner_id) && lease.expires_at > 0 => {
+            lease.expires_at = 0;
+            Ok(())
+        }
+        _ => Err(Unchanged),
+    }
+}

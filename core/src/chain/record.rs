@@ -1,0 +1,164 @@
+//! Recording the end of an attempt: the fenced outcome, the PM rule, the stall rule.
+
+use super::*;
+use crate::model::{
+    Assignment, AssignmentStatus, FailureReason, JobStatus, JobType, Millis, Usage,
+};
+
+/// How a job's attempt ended, as the runner determined it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Success.
+    Complete,
+    /// Failure.
+    Failed(FailureReason),
+    /// A transient error: run again at this instant.
+    RetryAt(Millis),
+    /// Not the job's fault (runner shutting down): back to pending.
+    Requeue,
+}
+
+/// What the runner reports about one finished attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// A short explanation for failures and pauses.
+    pub detail: Option<String>,
+    /// The agent's session id.
+    pub session_id: Option<String>,
+    /// What the attempt spent.
+    pub usage: Usage,
+    /// Whether a result text was stored for this attempt.
+    pub has_result: bool,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
+}
+
+/// What recording an attempt did to the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Other jobs of the unit still run under the lease.
+    UnitRunning,
+    /// The unit ended; nothing else happened (assignment not active, or more work queued).
+    UnitEnded,
+    /// The unit ended and this PM job was inserted after it.
+    PmInserted(String),
+    /// The PM decided nothing; this reminder PM job was inserted.
+    PmReminderInserted(String),
+    /// The PM decided nothing twice; the assignment is now blocked.
+    Blocked,
+}
+
+/// Records the end of job `job_id`'s attempt under lease `epoch`.
+///
+/// When this was the last running job of the lease, the lease is released and the PM rule
+/// applies. `pm` is the job inserted if one is needed.
+pub fn record_attempt(
+    doc: &mut Assignment,
+    epoch: u64,
+    job_id: &str,
+    report: &AttemptReport,
+    pm: &NewJob,
+    now: Millis,
+) -> Result<Recorded, ChainError> {
+    let owns = doc
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
+    let idx = doc
+        .job_index(job_id)
+        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
+    let (true, Some(idx)) = (owns, idx) else {
+        return Err(ChainError::Fenced(epoch));
+    };
+    let job = &mut doc.jobs[idx];
+    job.session_id = report.session_id.clone().or(job.session_id.take());
+    job.usage.add(&report.usage);
+    job.failure_detail = report.detail.clone();
+    job.has_result = report.has_result;
+    job.exit_code = report.exit_code;
+    match report.outcome {
+        Outcome::Complete => {
+            job.status = JobStatus::Complete;
+            job.completed_at = Some(now);
+        }
+        Outcome::Failed(reason) => {
+            job.status = JobStatus::Failed;
+            job.failure_reason = Some(reason);
+            job.completed_at = Some(now);
+        }
+        Outcome::RetryAt(at) => {
+            job.status = JobStatus::WaitingRetry;
+            job.retry_after = Some(at);
+            job.pauses += 1;
+        }
+        Outcome::Requeue => {
+            job.status = JobStatus::Pending;
+            job.started_at = None;
+            job.failure_detail = None;
+        }
+    }
+    doc.usage.add(&report.usage);
+    doc.updated_at = now;
+    // A budget that ran out blocks the assignment (the stopped job, or its cost, says which).
+    let over = match (&report.outcome, &report.detail) {
+        (Outcome::Failed(FailureReason::Budget), Some(detail)) => Some(detail.clone()),
+        _ => cost_over_budget(doc),
+    };
+    if let Some(reason) = over {
+        if doc.status == AssignmentStatus::Active {
+            block(doc, reason, now);
+        }
+    }
+
+    let lease = doc.lease.as_mut().expect("ownership checked above");
+    lease.job_ids.retain(|j| j != job_id);
+    if !lease.job_ids.is_empty() {
+        return Ok(Recorded::UnitRunning);
+    }
+    doc.lease = None;
+
+    let unit = unit_range(&doc.jobs, idx);
+    if !doc.jobs[unit.clone()]
+        .iter()
+        .all(|j| j.status.is_finished())
+    {
+        return Ok(Recorded::UnitEnded);
+    }
+    let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
+    if finished_pm {
+        doc.pm_rounds += 1;
+    }
+    if doc.status != AssignmentStatus::Active {
+        return Ok(Recorded::UnitEnded);
+    }
+    if !finished_pm {
+        let reviews = doc.jobs[unit.clone()]
+            .iter()
+            .map(|j| j.id.clone())
+            .collect();
+        let mut job = job_record(doc, pm, None, now);
+        job.job_type = JobType::Pm;
+        job.reviews = reviews;
+        doc.jobs.insert(unit.end, job);
+        return Ok(Recorded::PmInserted(pm.id.clone()));
+    }
+    // The PM decided if it left something to run (or changed the status, handled above).
+    if doc.jobs.iter().any(|j| !j.status.is_finished()) {
+        return Ok(Recorded::UnitEnded);
+    }
+    let this_pm = &doc.jobs[idx];
+    if this_pm.pm_reminder {
+        doc.status = AssignmentStatus::Blocked;
+        doc.blocked_reason = Some(NO_DECISION_REASON.to_string());
+        return Ok(Recorded::Blocked);
+    }
+    let reviews = this_pm.reviews.clone();
+    let mut job = job_record(doc, pm, None, now);
+    job.job_type = JobType::Pm;
+    job.reviews = reviews;
+    job.pm_reminder = true;
+    doc.jobs.insert(idx + 1, job);
+    Ok(Recorded::PmReminderInserted(pm.id.clone()))
+}

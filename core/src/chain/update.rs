@@ -1,0 +1,134 @@
+//! `wf update-assignment`: status changes, artifacts, decisions and notes.
+
+use super::*;
+use crate::model::{Assignment, AssignmentStatus, JobType, Millis, Note};
+
+/// A change to an assignment's status or memory (`wf update-assignment`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentUpdate {
+    /// The new status.
+    pub status: Option<AssignmentStatus>,
+    /// The reason, required with `blocked`.
+    pub reason: Option<String>,
+    /// Artifacts text: appended as a new line by an agent, replacing when a human sets it.
+    pub artifacts: Option<String>,
+    /// Decisions text: same rule as artifacts.
+    pub decisions: Option<String>,
+    /// A note for the next PM.
+    pub note: Option<String>,
+}
+
+impl AssignmentUpdate {
+    /// Checks the update on its own, before any document is read.
+    pub fn validate(&self) -> Result<(), ChainError> {
+        if self.status.is_none()
+            && self.artifacts.is_none()
+            && self.decisions.is_none()
+            && self.note.is_none()
+        {
+            return Err(ChainError::Invalid(
+                "nothing to update: give --status, --artifacts, --decisions or --note".into(),
+            ));
+        }
+        match self.status {
+            Some(AssignmentStatus::Pending) => {
+                return Err(ChainError::Invalid(
+                    "status pending cannot be set; use active, blocked or complete".into(),
+                ))
+            }
+            Some(AssignmentStatus::Blocked) => {
+                if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    return Err(ChainError::Invalid(
+                        "--reason is required when setting status to blocked".into(),
+                    ));
+                }
+            }
+            _ => {
+                if self.reason.is_some() {
+                    return Err(ChainError::Invalid(
+                        "--reason only goes with --status blocked".into(),
+                    ));
+                }
+            }
+        }
+        for (what, text, max) in [
+            ("the reason", &self.reason, MAX_REASON),
+            ("the note", &self.note, MAX_REASON),
+            ("the artifacts text", &self.artifacts, MAX_MEMORY_TEXT),
+            ("the decisions text", &self.decisions, MAX_MEMORY_TEXT),
+        ] {
+            if let Some(text) = text {
+                check_len(what, text, max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an update did besides changing fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// Fields changed.
+    Changed,
+    /// The assignment was resumed with nothing to run, so a PM job was inserted.
+    PmInserted(String),
+}
+
+fn merge_memory(current: &mut String, text: &str, caller: Caller<'_>) {
+    match caller {
+        Caller::Job(_) if !current.is_empty() && !text.is_empty() => {
+            current.push('\n');
+            current.push_str(text);
+        }
+        Caller::Job(_) if text.is_empty() => {}
+        _ => *current = text.to_string(),
+    }
+}
+
+/// Applies `wf update-assignment`. `pm` is used when resuming leaves nothing runnable.
+pub fn update_assignment(
+    doc: &mut Assignment,
+    update: &AssignmentUpdate,
+    caller: Caller<'_>,
+    pm: &NewJob,
+    now: Millis,
+) -> Result<Updated, ChainError> {
+    update.validate()?;
+    if let Some(text) = &update.artifacts {
+        merge_memory(&mut doc.artifacts, text, caller);
+    }
+    if let Some(text) = &update.decisions {
+        merge_memory(&mut doc.decisions, text, caller);
+    }
+    if let Some(text) = &update.note {
+        doc.notes.push(Note {
+            text: text.clone(),
+            at: now,
+        });
+    }
+    let mut result = Updated::Changed;
+    match update.status {
+        None | Some(AssignmentStatus::Pending) => {}
+        Some(AssignmentStatus::Blocked) => {
+            doc.status = AssignmentStatus::Blocked;
+            doc.blocked_reason = update.reason.clone();
+        }
+        Some(AssignmentStatus::Complete) => {
+            doc.status = AssignmentStatus::Complete;
+            doc.blocked_reason = None;
+        }
+        Some(AssignmentStatus::Active) => {
+            doc.status = AssignmentStatus::Active;
+            doc.blocked_reason = None;
+            if doc.lease.is_none() && current_unit(doc).is_none() {
+                let mut job = job_record(doc, pm, None, now);
+                job.job_type = JobType::Pm;
+                job.reviews = previous_unit_ids(doc, doc.jobs.len());
+                doc.jobs.push(job);
+                result = Updated::PmInserted(pm.id.clone());
+            }
+        }
+    }
+    doc.updated_at = now;
+    Ok(result)
+}
