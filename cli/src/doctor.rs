@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use wf_core::config::{Config, HarnessConfig, HarnessKind, StoreConfig};
-use wf_core::model::JobType;
 use wf_runner::client::Backend;
 
 use crate::{output, Failure, Result};
@@ -92,16 +91,16 @@ async fn version(path: &Path) -> Option<String> {
 /// How to log in, and which API key variable the harness reads.
 fn auth(h: &HarnessConfig) -> (String, &'static [&'static str]) {
     match h.kind {
-        HarnessKind::Claude => (
+        HarnessKind::Claude { .. } => (
             "run `claude` once and `/login`, or set ANTHROPIC_API_KEY".into(),
             &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"],
         ),
-        HarnessKind::Codex => ("run `codex login`, or set OPENAI_API_KEY".into(), &["OPENAI_API_KEY"]),
-        HarnessKind::Gemini => (
+        HarnessKind::Codex { .. } => ("run `codex login`, or set OPENAI_API_KEY".into(), &["OPENAI_API_KEY"]),
+        HarnessKind::Gemini { .. } => (
             "set GEMINI_API_KEY (with security.auth.selectedType \"gemini-api-key\" in ~/.gemini/settings.json), or run `gemini` once to log in".into(),
             &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         ),
-        HarnessKind::Custom => ("see the tool's own documentation".into(), &[]),
+        HarnessKind::Custom { .. } => ("see the tool's own documentation".into(), &[]),
     }
 }
 
@@ -161,9 +160,9 @@ pub(crate) async fn run(config: &Config, json: bool) -> Result<()> {
     let mut harnesses = Vec::new();
     for h in config.harnesses.values() {
         let mut used_for: Vec<String> = Vec::new();
-        for (job_type, choices) in &config.harness_defaults {
+        for (job_type, choices) in config.harness_defaults.entries() {
             if choices.iter().any(|c| c.harness == h.name) {
-                used_for.push(job_type.map_or("default", JobType::as_str).to_string());
+                used_for.push(job_type.to_string());
             }
         }
         let path = locate(&h.command, &config.root);
@@ -177,7 +176,7 @@ pub(crate) async fn run(config: &Config, json: bool) -> Result<()> {
         });
         harnesses.push(HarnessReport {
             name: h.name.clone(),
-            kind: h.kind.as_str(),
+            kind: h.kind.name(),
             command: h.command.clone(),
             path: path.as_ref().map(|p| p.display().to_string()),
             version,

@@ -58,6 +58,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum! {
     /// Where an assignment stands.
     AssignmentStatus {

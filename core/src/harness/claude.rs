@@ -7,6 +7,53 @@ use serde_json::Value;
 
 use super::{json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
 use crate::model::Usage;
+use std::collections::BTreeMap;
+
+use super::strings;
+use crate::config::PermissionMode;
+
+/// The arguments of `claude` for one attempt: headless, streaming JSON, the permission mode,
+/// the model, the allowed tools, then the configured extra arguments.
+pub(super) fn args(
+    permission_mode: PermissionMode,
+    allowed_tools: &[String],
+    model: Option<&str>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = strings(&[
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+    ]);
+    args.push(permission_mode.to_string());
+    if let Some(m) = model {
+        args.extend(["--model".to_string(), m.to_string()]);
+    }
+    if !allowed_tools.is_empty() {
+        // Comma-separated in one argument: the flag is variadic.
+        args.push(format!("--allowedTools={}", allowed_tools.join(",")));
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Claude refuses to bypass permissions as root unless told it is sandboxed.
+pub(super) fn as_root(permission_mode: PermissionMode, env: &mut BTreeMap<String, String>) {
+    if permission_mode == PermissionMode::BypassPermissions {
+        env.entry("IS_SANDBOX".into()).or_insert_with(|| "1".into());
+    }
+}
+
+/// `--max-budget-usd`: Claude stops by itself at the money left (at least a hundredth of a
+/// cent, which it accepts).
+pub(super) fn budget_args(remaining_usd: f64) -> Vec<String> {
+    vec![
+        "--max-budget-usd".to_string(),
+        format!("{:.4}", remaining_usd.max(0.0001)),
+    ]
+}
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {

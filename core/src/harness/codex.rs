@@ -8,8 +8,27 @@
 
 use serde_json::Value;
 
+use super::strings;
 use super::{classify_error_text, json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
+use crate::config::Sandbox;
 use crate::model::Usage;
+
+/// The arguments of `codex` for one attempt: `exec --json`, the sandbox, the model, the
+/// configured extra arguments, and `-` (the prompt is on stdin).
+pub(super) fn args(sandbox: Sandbox, model: Option<&str>, extra: &[String]) -> Vec<String> {
+    let mut args = strings(&["exec", "--json", "--skip-git-repo-check"]);
+    match sandbox {
+        Sandbox::Bypass => args.push("--dangerously-bypass-approvals-and-sandbox".into()),
+        sandbox => args.extend(["--sandbox".to_string(), sandbox.to_string()]),
+    }
+    if let Some(m) = model {
+        args.extend(["--model".to_string(), m.to_string()]);
+    }
+    args.extend(extra.iter().cloned());
+    // `-`: read the prompt from stdin.
+    args.push("-".into());
+    args
+}
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {

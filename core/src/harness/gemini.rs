@@ -6,8 +6,29 @@
 
 use serde_json::Value;
 
+use super::strings;
 use super::{classify_error_text, json_event, shorten, str_of, AgentEvent, AgentResult, Parsed};
+use crate::config::ApprovalMode;
 use crate::model::Usage;
+
+/// The arguments of `gemini` for one attempt: streaming JSON, the approval mode, the model,
+/// then the configured extra arguments (the prompt is on stdin).
+pub(super) fn args(
+    approval_mode: ApprovalMode,
+    model: Option<&str>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = strings(&["--output-format", "stream-json", "--skip-trust"]);
+    match approval_mode {
+        ApprovalMode::Yolo => args.push("--yolo".into()),
+        mode => args.extend(["--approval-mode".to_string(), mode.to_string()]),
+    }
+    if let Some(m) = model {
+        args.extend(["--model".to_string(), m.to_string()]);
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
 
 /// Parses one stdout line.
 pub fn parse_line(line: &str) -> Parsed {

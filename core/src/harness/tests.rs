@@ -1,7 +1,10 @@
 //! Parser and judgement tests on real Claude Code transcripts (tests/fixtures/claude).
 
 use super::*;
+use crate::chain::Outcome;
 use crate::config::{resolve, RawConfig};
+use crate::config::{RetryPolicy, StreamFormat};
+use crate::model::{FailureReason, Millis, Usage};
 
 macro_rules! fixture_of {
     ($cli:literal, $name:literal) => {
@@ -456,7 +459,7 @@ fn custom_harnesses_take_the_prompt_on_stdin_or_in_an_argument() {
         command(&c.harnesses["argv"], None, &long, "/p".into(), false),
         Err(PromptTooLong(200_000))
     );
-    assert_eq!(c.harnesses["argv"].format, StreamFormat::Text);
+    assert_eq!(c.harnesses["argv"].format(), StreamFormat::Text);
 }
 
 #[test]
@@ -664,4 +667,44 @@ fn prices_give_a_cost() {
         cost_usd: None,
     };
     assert!((cost(&usage, 400_000, &price) - (1.2 + 0.2 + 1.0)).abs() < 1e-9);
+}
+
+#[test]
+fn only_claude_is_held_to_the_budget_while_it_runs() {
+    let c = config("{}");
+    assert_eq!(
+        budget_args(&c.harnesses["claude"], 1.5),
+        ["--max-budget-usd", "1.5000"]
+    );
+    assert_eq!(
+        budget_args(&c.harnesses["claude"], -2.0),
+        ["--max-budget-usd", "0.0001"]
+    );
+    assert!(budget_args(&c.harnesses["codex"], 1.5).is_empty());
+    assert!(budget_args(&c.harnesses["gemini"], 1.5).is_empty());
+}
+
+#[test]
+fn agents_without_a_cost_are_priced_by_their_model() {
+    let c = config(
+        r#"{"prices": {"gpt-5": {"inputPerMTok": 1.0, "outputPerMTok": 10.0,
+                                 "cachedInputPerMTok": 0.5}}}"#,
+    );
+    let log = RunLog {
+        model: Some("gpt-5".into()),
+        ..RunLog::default()
+    };
+    let mut usage = Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 100_000,
+        ..Usage::default()
+    };
+    priced(&mut usage, &log, None, &c.prices);
+    assert_eq!(usage.cost_usd, Some(2.0));
+    // A reported cost stands; an unknown model stays unpriced.
+    priced(&mut usage, &log, Some("other"), &c.prices);
+    assert_eq!(usage.cost_usd, Some(2.0));
+    let mut unknown = Usage::default();
+    priced(&mut unknown, &log, Some("other"), &c.prices);
+    assert_eq!(unknown.cost_usd, None);
 }

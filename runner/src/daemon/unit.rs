@@ -17,7 +17,6 @@ use crate::paths;
 use crate::process::{self, Flow, Limits, Line};
 use wf_core::chain::{self, AttemptReport, Outcome};
 use wf_core::clock::now_ms;
-use wf_core::config::HarnessKind;
 use wf_core::harness::{self, Ended, Parsed, RunLog, Verdict};
 use wf_core::model::{Assignment, FailureReason, Job};
 use wf_core::prompt::{self, PriorResult, PromptInput};
@@ -242,13 +241,10 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         Err(e) => return Attempted::Done(failed(FailureReason::SpawnError, e.to_string()), None),
     };
     let mut spec = spec;
-    if let (HarnessKind::Claude, Some(max)) = (harness_cfg.kind, doc.budget.max_cost_usd) {
-        // Claude enforces the cost budget while it runs; the others report cost at the end.
+    if let Some(max) = doc.budget.max_cost_usd {
         let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
-        spec.args.extend([
-            "--max-budget-usd".to_string(),
-            format!("{:.4}", remaining.max(0.0001)),
-        ]);
+        spec.args
+            .extend(harness::budget_args(harness_cfg, remaining));
     }
     let mut env = ctx.base_env.clone();
     env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
@@ -267,7 +263,7 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         ctx.config.idle_timeout,
         ctx.config.kill_grace,
     );
-    let format = harness_cfg.format;
+    let format = harness_cfg.format();
     let mut log = RunLog::default();
     let started = Instant::now();
     let exit = process::run(
@@ -319,17 +315,8 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
                 retry: &ctx.config.retry,
             };
             let mut verdict = harness::judge(&log, &input);
-            if verdict.usage.cost_usd.is_none() {
-                let model = job
-                    .model
-                    .as_ref()
-                    .or(harness_cfg.model.as_ref())
-                    .or(log.model.as_ref());
-                if let Some(price) = model.and_then(|m| ctx.config.prices.get(m)) {
-                    let cached = log.result.as_ref().map_or(0, |r| r.cached_input_tokens);
-                    verdict.usage.cost_usd = Some(harness::cost(&verdict.usage, cached, price));
-                }
-            }
+            let model = job.model.as_deref().or(harness_cfg.model.as_deref());
+            harness::priced(&mut verdict.usage, &log, model, &ctx.config.prices);
             if exit.ended == Ended::Cancelled {
                 match stop.reason() {
                     Some(StopReason::LeaseLost) => {
