@@ -152,7 +152,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
     let (stop, signals) = mpsc::unbounded_channel();
     let opts = Options {
         config,
-        wf_dir: daemon::find_wf_dir(),
+        wf_dir: wf_runner::env::find_wf_dir(),
     };
     let runner = tokio::spawn(daemon::run(opts, signals));
     let result = async {

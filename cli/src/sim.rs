@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wf_core::model::{Assignment, JobStatus, JobType};
+use wf_runner::env::shell_quote;
 
 use crate::{Failure, Result};
 
@@ -104,16 +105,6 @@ impl Stream {
                 message: format!("`{shown}` failed: {}", text.trim()),
             })
         }
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_./=:".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -84,7 +84,7 @@ pub fn main_impl() -> ExitCode {
         });
         let opts = Options {
             config,
-            wf_dir: daemon::find_wf_dir(),
+            wf_dir: crate::env::find_wf_dir(),
         };
         daemon::run(opts, rx).await
     });

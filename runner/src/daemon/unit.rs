@@ -11,7 +11,9 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, StopReason, StopSignal, UnitDone, UnitStops};
+use super::scheduler::UnitDone;
+use super::stop::{StopReason, StopSignal, UnitStops};
+use super::Ctx;
 use crate::ops;
 use crate::paths;
 use crate::process::{self, Flow, Limits, Line};
@@ -270,7 +272,7 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         &spec,
         &env,
         &limits,
-        &stop.token,
+        stop.token(),
         |pid| tracing::info!(assignment = %doc.id, job = %job.id, job_type = %job.job_type, harness = %job.harness, attempt = job.attempt, pid, "agent started"),
         |line| {
             let parsed = match line {

@@ -1,0 +1,157 @@
+//! Start-up: opening the store, taking over from this state directory's previous runner
+//! (reaping its agents, expiring its leases), the effective config, and listening for work.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use crate::{paths, reaper, server};
+use wf_core::chain;
+use wf_core::config::{Config, StoreConfig};
+use wf_core::model::Assignment;
+use wf_store::wakeup::Wakeups;
+use wf_store::{Change, Store, UpdateError};
+
+/// Opens the store named by the configuration. A runner waits for a `wf` that briefly holds the
+/// embedded database, or for a NATS server that is not up yet, instead of failing.
+pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store> {
+    match &config.store {
+        StoreConfig::Sled { path } => {
+            let (path, ns) = (path.clone(), config.namespace.clone());
+            let store = tokio::task::spawn_blocking(move || {
+                wf_store::sled::SledStore::open(&path, &ns, wait)
+            })
+            .await
+            .context("store opener panicked")??;
+            Ok(Store::Sled(store))
+        }
+        StoreConfig::Nats(nats) => {
+            let store =
+                wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf-runner", true)
+                    .await?;
+            Ok(Store::Nats(store))
+        }
+    }
+}
+
+/// Takes over from the previous runner of this state directory: records `runner_id` as the
+/// current one, kills the agents earlier runners left, and expires their leases (NATS; with the
+/// embedded store every lease found is dead, as only one runner can hold the database).
+/// Returns the change feed, subscribed before the listing, and the listing.
+pub(super) async fn take_over(
+    config: &Config,
+    store: &Store,
+    runner_id: &str,
+) -> anyhow::Result<(broadcast::Receiver<Change>, Vec<Assignment>)> {
+    // Agents of earlier runners of this state directory must be gone before their jobs run
+    // again, and their leases are dead.
+    let id_file = paths::runner_id_path(&config.state_dir);
+    let mut dead: HashSet<String> = std::fs::read_to_string(&id_file)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .into_iter()
+        .collect();
+    std::fs::write(&id_file, runner_id)
+        .with_context(|| format!("cannot write {}", id_file.display()))?;
+    let changes = store.subscribe();
+    let mut docs = store.list().await?;
+    if store.exclusive() {
+        dead.extend(
+            docs.iter()
+                .filter_map(|d| d.lease.as_ref())
+                .map(|l| l.runner_id.clone()),
+        );
+    }
+    let orphans = reaper::find_orphans(&dead);
+    if !orphans.is_empty() {
+        let groups = reaper::kill_orphans(&orphans);
+        tracing::warn!(
+            processes = orphans.len(),
+            groups,
+            "killed agents left by a dead runner"
+        );
+    }
+    if !store.exclusive() {
+        for doc in docs.iter_mut().filter(|d| {
+            d.lease
+                .as_ref()
+                .is_some_and(|l| dead.contains(&l.runner_id))
+        }) {
+            match store
+                .update(&doc.id, |d| chain::expire_dead_lease(d, &dead))
+                .await
+            {
+                Ok((written, ())) => {
+                    tracing::info!(assignment = %doc.id, "expired the lease of this machine's previous runner");
+                    *doc = written;
+                }
+                Err(UpdateError::Refused(chain::Unchanged)) => {}
+                Err(UpdateError::Store(e)) => {
+                    tracing::warn!(assignment = %doc.id, %e, "cannot expire a dead lease")
+                }
+            }
+        }
+    }
+
+    Ok((changes, docs))
+}
+
+/// Without a config file, writes the effective config agents get as `WF_CONFIG`.
+pub(super) fn write_effective_config(config: &Config) -> anyhow::Result<()> {
+    if config.file.is_none() {
+        let path = config.agent_config_path();
+        let text = serde_json::to_string_pretty(&config.to_raw()).expect("config serialises");
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts listening for work: the control socket (embedded store) or the wake-up token queue
+/// (NATS), which it returns.
+pub(super) async fn listen(
+    ctx: &Ctx,
+    server_stop: CancellationToken,
+) -> anyhow::Result<Option<Wakeups>> {
+    let (store, config, runner_id) = (&ctx.store, &ctx.config, &ctx.runner_id);
+    let socket = paths::socket_path(&config.state_dir);
+    Ok(match store {
+        Store::Sled(_) => {
+            let listener = server::bind(&socket)
+                .with_context(|| format!("cannot listen on {}", socket.display()))?;
+            let state = Arc::new(server::ServerState {
+                store: store.clone(),
+                config: config.clone(),
+                runner_id: runner_id.clone(),
+            });
+            tokio::spawn(server::serve(listener, state, server_stop));
+            tracing::info!(
+                runner = %runner_id, namespace = %config.namespace, store = "sled",
+                path = %store_path(config), socket = %socket.display(),
+                max_concurrent = config.max_concurrent, "wf-runner ready"
+            );
+            None
+        }
+        Store::Nats(nats) => {
+            let wakeups = Wakeups::start(nats, config.lease).await?;
+            tracing::info!(
+                runner = %runner_id, namespace = %config.namespace, store = "nats",
+                server = %nats.server_url(), server_version = %nats.server_version(),
+                max_concurrent = config.max_concurrent, "wf-runner ready"
+            );
+            Some(wakeups)
+        }
+    })
+}
+
+fn store_path(config: &Config) -> String {
+    match &config.store {
+        StoreConfig::Sled { path } => path.display().to_string(),
+        StoreConfig::Nats(n) => n.url.clone(),
+    }
+}
