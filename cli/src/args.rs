@@ -33,152 +33,212 @@ pub(crate) struct JsonFlag {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per process, parsed once; boxing would only obscure the clap derive"
+)]
 pub(crate) enum Command {
-    /// Create an assignment from a north star; prints its id.
-    Create {
-        /// What the assignment must achieve.
-        north_star: OsString,
-        /// Among assignments of the same age, lower runs first.
-        #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
-        priority: i64,
-        /// Run alongside other assignments instead of one at a time.
-        #[arg(long)]
-        independent: bool,
-        /// Insert a first job of this type (plan, implement, review, uat, document, pm).
-        #[arg(long, value_name = "TYPE")]
-        start: Option<String>,
-        /// Budget: most US dollars over all jobs (default: budgets.maxCostUsd in the config).
-        #[arg(long, value_name = "USD")]
-        max_cost: Option<f64>,
-        /// Budget: most non-PM jobs started.
-        #[arg(long, value_name = "N")]
-        max_jobs: Option<u32>,
-        /// Budget: most PM runs.
-        #[arg(long, value_name = "N")]
-        max_pm_rounds: Option<u32>,
-        /// Budget: most time from the first job's start, like 90m, 4h or 3600s.
-        #[arg(long, value_name = "DURATION")]
-        max_wall_time: Option<String>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Insert a job (or, with --jobs, a group of parallel jobs) into an assignment.
-    InsertJob {
-        /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
-        assignment: Option<OsString>,
-        /// Job type: plan, implement, review, uat, document or pm.
-        #[arg(long = "type", value_name = "TYPE", conflicts_with_all = ["jobs", "jobs_file"])]
-        job_type: Option<String>,
-        /// Harness (default: harnessDefaults in the config).
-        #[arg(long, requires = "job_type")]
-        harness: Option<String>,
-        /// Model (default: the harness's).
-        #[arg(long, requires = "job_type")]
-        model: Option<String>,
-        /// What the job is to do.
-        #[arg(long, requires = "job_type", conflicts_with = "context_file")]
-        context: Option<OsString>,
-        /// Read the context from a file ("-" for stdin).
-        #[arg(long, value_name = "FILE", requires = "job_type")]
-        context_file: Option<PathBuf>,
-        /// A JSON array of jobs run in parallel: [{"jobType": "review", "context": "..."}].
-        #[arg(long, value_name = "JSON", conflicts_with = "jobs_file")]
-        jobs: Option<OsString>,
-        /// Read the --jobs array from a file ("-" for stdin).
-        #[arg(long, value_name = "FILE")]
-        jobs_file: Option<PathBuf>,
-        /// Insert after this job (default: the end of the chain, or after the calling job).
-        #[arg(long, value_name = "JOB_ID")]
-        after: Option<OsString>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Change an assignment's status or memory.
-    UpdateAssignment {
-        /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
-        assignment: Option<OsString>,
-        /// active (resume), blocked (needs --reason) or complete.
-        #[arg(long)]
-        status: Option<String>,
-        /// Why it is blocked.
-        #[arg(long)]
-        reason: Option<OsString>,
-        /// Artifacts: appended as a line when an agent runs this, replaced when a human does.
-        #[arg(long)]
-        artifacts: Option<OsString>,
-        /// Decisions: same rule as --artifacts.
-        #[arg(long)]
-        decisions: Option<OsString>,
-        /// A note for the next PM (for example when resuming a blocked assignment).
-        #[arg(long)]
-        note: Option<OsString>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// List assignments, oldest first.
-    Assignments {
-        /// Only this status: pending, active, blocked or complete.
-        #[arg(long)]
-        status: Option<String>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Show an assignment and its chain of jobs.
-    Assignment {
-        /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
-        assignment: Option<OsString>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// List jobs of all assignments, in chain order.
-    Jobs {
-        /// Only this status: pending, running, complete, failed or waiting_retry.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only jobs of this assignment.
-        #[arg(long, value_name = "ID")]
-        assignment: Option<OsString>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Stop an assignment's running jobs, or one job, and block the assignment.
-    Cancel {
-        /// Assignment or job id (or a unique prefix).
-        id: OsString,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Put a failed or cancelled job back in the queue, in place, and resume its assignment.
-    Retry {
-        /// Job id or prefix.
-        job: OsString,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// Show a job with its context and result.
-    Job {
-        /// Job id or prefix.
-        job: OsString,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
-    /// What is running, runnable and waiting, per assignment.
-    Queue {
-        #[command(flatten)]
-        json: JsonFlag,
-    },
+    /// The commands that work on the store (through the runner, or directly).
+    #[command(flatten)]
+    Store(StoreCommand),
     /// Check the configured harnesses (installed? version? login?) and the store.
-    Doctor {
-        #[command(flatten)]
-        json: JsonFlag,
-    },
+    Doctor(DoctorArgs),
     /// Run the whole loop offline with a simulated agent, in a throwaway directory.
-    Demo {
-        /// Keep the demo directory instead of deleting it.
-        #[arg(long)]
-        keep: bool,
-    },
+    Demo(DemoArgs),
     /// The simulated agent used by `wf demo` (speaks Claude's stream-json).
     #[command(hide = true)]
     SimulateAgent,
+}
+
+/// The commands that need a store.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Create an assignment from a north star; prints its id.
+    Create(CreateArgs),
+    /// Insert a job (or, with --jobs, a group of parallel jobs) into an assignment.
+    InsertJob(InsertJobArgs),
+    /// Change an assignment's status or memory.
+    UpdateAssignment(UpdateAssignmentArgs),
+    /// List assignments, oldest first.
+    Assignments(AssignmentsArgs),
+    /// Show an assignment and its chain of jobs.
+    Assignment(AssignmentArgs),
+    /// List jobs of all assignments, in chain order.
+    Jobs(JobsArgs),
+    /// Stop an assignment's running jobs, or one job, and block the assignment.
+    Cancel(CancelArgs),
+    /// Put a failed or cancelled job back in the queue, in place, and resume its assignment.
+    Retry(RetryArgs),
+    /// Show a job with its context and result.
+    Job(JobArgs),
+    /// What is running, runnable and waiting, per assignment.
+    Queue(QueueArgs),
+}
+
+/// The arguments of `wf create`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// What the assignment must achieve.
+    pub(crate) north_star: OsString,
+    /// Among assignments of the same age, lower runs first.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub(crate) priority: i64,
+    /// Run alongside other assignments instead of one at a time.
+    #[arg(long)]
+    pub(crate) independent: bool,
+    /// Insert a first job of this type (plan, implement, review, uat, document, pm).
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) start: Option<String>,
+    /// Budget: most US dollars over all jobs (default: budgets.maxCostUsd in the config).
+    #[arg(long, value_name = "USD")]
+    pub(crate) max_cost: Option<f64>,
+    /// Budget: most non-PM jobs started.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_jobs: Option<u32>,
+    /// Budget: most PM runs.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_pm_rounds: Option<u32>,
+    /// Budget: most time from the first job's start, like 90m, 4h or 3600s.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) max_wall_time: Option<String>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf insert-job`.
+#[derive(Debug, Args)]
+pub(crate) struct InsertJobArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
+    /// Job type: plan, implement, review, uat, document or pm.
+    #[arg(long = "type", value_name = "TYPE", conflicts_with_all = ["jobs", "jobs_file"])]
+    pub(crate) job_type: Option<String>,
+    /// Harness (default: harnessDefaults in the config).
+    #[arg(long, requires = "job_type")]
+    pub(crate) harness: Option<String>,
+    /// Model (default: the harness's).
+    #[arg(long, requires = "job_type")]
+    pub(crate) model: Option<String>,
+    /// What the job is to do.
+    #[arg(long, requires = "job_type", conflicts_with = "context_file")]
+    pub(crate) context: Option<OsString>,
+    /// Read the context from a file ("-" for stdin).
+    #[arg(long, value_name = "FILE", requires = "job_type")]
+    pub(crate) context_file: Option<PathBuf>,
+    /// A JSON array of jobs run in parallel: [{"jobType": "review", "context": "..."}].
+    #[arg(long, value_name = "JSON", conflicts_with = "jobs_file")]
+    pub(crate) jobs: Option<OsString>,
+    /// Read the --jobs array from a file ("-" for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) jobs_file: Option<PathBuf>,
+    /// Insert after this job (default: the end of the chain, or after the calling job).
+    #[arg(long, value_name = "JOB_ID")]
+    pub(crate) after: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf update-assignment`.
+#[derive(Debug, Args)]
+pub(crate) struct UpdateAssignmentArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
+    /// active (resume), blocked (needs --reason) or complete.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Why it is blocked.
+    #[arg(long)]
+    pub(crate) reason: Option<OsString>,
+    /// Artifacts: appended as a line when an agent runs this, replaced when a human does.
+    #[arg(long)]
+    pub(crate) artifacts: Option<OsString>,
+    /// Decisions: same rule as --artifacts.
+    #[arg(long)]
+    pub(crate) decisions: Option<OsString>,
+    /// A note for the next PM (for example when resuming a blocked assignment).
+    #[arg(long)]
+    pub(crate) note: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf assignments`.
+#[derive(Debug, Args)]
+pub(crate) struct AssignmentsArgs {
+    /// Only this status: pending, active, blocked or complete.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf assignment`.
+#[derive(Debug, Args)]
+pub(crate) struct AssignmentArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf jobs`.
+#[derive(Debug, Args)]
+pub(crate) struct JobsArgs {
+    /// Only this status: pending, running, complete, failed or waiting_retry.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Only jobs of this assignment.
+    #[arg(long, value_name = "ID")]
+    pub(crate) assignment: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf cancel`.
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// Assignment or job id (or a unique prefix).
+    pub(crate) id: OsString,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf retry`.
+#[derive(Debug, Args)]
+pub(crate) struct RetryArgs {
+    /// Job id or prefix.
+    pub(crate) job: OsString,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf job`.
+#[derive(Debug, Args)]
+pub(crate) struct JobArgs {
+    /// Job id or prefix.
+    pub(crate) job: OsString,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf queue`.
+#[derive(Debug, Args)]
+pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the demo directory instead of deleting it.
+    #[arg(long)]
+    pub(crate) keep: bool,
 }

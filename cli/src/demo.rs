@@ -13,10 +13,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use wf_core::config;
 use wf_core::model::{Assignment, AssignmentStatus, JobStatus, JobType};
-use wf_runner::api::Request;
+use wf_runner::api;
 use wf_runner::client::{Backend, Client, ConnectError};
 use wf_runner::daemon::{self, Options};
-use wf_runner::ops::{CreateRequest, JobDetail, JobSpec};
+use wf_runner::ops::{CreateRequest, JobSpec};
 use wf_runner::paths;
 
 use crate::{output, Failure, Result};
@@ -169,7 +169,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
             }),
             budget: None,
         };
-        let doc: Assignment = backend.call_as(Request::Create(req)).await?;
+        let doc: Assignment = backend.call(req).await?;
         println!("created assignment {}: {NORTH_STAR}", doc.id);
         let mut watch = connect(&socket, &runner)
             .await?
@@ -233,7 +233,7 @@ async fn report(backend: &mut Backend, doc: &Assignment, seen: &mut HashMap<Stri
                     _ => "-".into(),
                 };
                 let result = match backend
-                    .call_as::<JobDetail>(Request::GetJob {
+                    .call(api::GetJob {
                         job: job.id.clone(),
                     })
                     .await

@@ -196,9 +196,9 @@ pub(crate) async fn run(config: &Config, json: bool) -> Result<()> {
         ok,
     };
     if json {
-        crate::print_json(&report);
+        crate::cmd::print_json(&report)?;
     } else {
-        print!("{}", render(&report));
+        crate::cmd::print_out(&render(&report))?;
     }
     if report.ok {
         Ok(())

@@ -1,17 +1,17 @@
 //! Human output: tables, colours (only on a terminal without `NO_COLOR`), times and money.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 use comfy_table::{ContentLineStyle, LineStyle, TableStyle};
 use wf_core::model::{Assignment, AssignmentStatus, Job, JobStatus, Millis, Usage};
 use wf_runner::ops::{QueueEntry, QueueView};
 
-/// Whether to colour stdout: a terminal, `NO_COLOR` unset, `TERM` not `dumb`.
+/// Whether to colour stdout (a terminal, `NO_COLOR` unset, `TERM` not `dumb`), decided once.
 pub(crate) fn colour() -> bool {
-    std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+    static COLOUR: OnceLock<bool> = OnceLock::new();
+    *COLOUR.get_or_init(|| wf_runner::env::colour_allowed(std::io::stdout().is_terminal()))
 }
 
 /// Columns separated by spaces, a rule under the header, no other lines.

@@ -128,6 +128,21 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// What kind of error an operation ended with: the same on the control socket and in the
+    /// CLI, whose exit code follows from it.
+    ErrorKind {
+        /// Nothing matches the id (exit code 4).
+        NotFound => "not_found",
+        /// The request is wrong or the chain refused it (exit code 1).
+        Invalid => "invalid",
+        /// The store failed (exit code 3).
+        Store => "store",
+        /// The store or the runner could not be reached (exit code 3).
+        Unavailable => "unavailable",
+    }
+}
+
 impl JobStatus {
     /// True for statuses that end a job: it will not run again unless retried by a human.
     pub fn is_finished(self) -> bool {

@@ -6,13 +6,14 @@
 //! the same `id`. [`dispatch`] executes a request against a store; the CLI calls it directly
 //! when it holds the store itself, so both paths run the same code.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ops::{self, CreateRequest, JobSpec, OpError};
+use crate::ops::{self, CreateRequest, InsertResult, JobDetail, JobSpec, OpError};
 use wf_core::chain::AssignmentUpdate;
 use wf_core::config::Config;
-use wf_core::model::{AssignmentStatus, JobStatus};
+use wf_core::model::{Assignment, AssignmentStatus, ErrorKind, Job, JobStatus};
 use wf_store::Store;
 
 /// Version of this protocol; bumped on any incompatible change.
@@ -21,21 +22,88 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest message accepted on the socket, in bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// A request from `wf`.
+/// A request from `wf`. Each variant holds one request type; [`Call`] ties it to the type of
+/// its answer, so callers get typed results and the interpreter cannot answer with another type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "camelCase")]
 pub enum Request {
     /// Opens the session.
+    Hello(Hello),
+    /// `wf create`.
+    Create(CreateRequest),
+    /// `wf insert-job`.
+    InsertJobs(InsertJobs),
+    /// `wf update-assignment`.
+    UpdateAssignment(UpdateAssignment),
+    /// `wf assignments`.
+    ListAssignments(ListAssignments),
+    /// `wf assignment`.
+    GetAssignment(GetAssignment),
+    /// `wf jobs`.
+    ListJobs(ListJobs),
+    /// `wf job`.
+    GetJob(GetJob),
+    /// `wf cancel`.
+    Cancel(Cancel),
+    /// `wf retry`.
+    Retry(Retry),
+    /// Streams the assignment (or every assignment) now and after each change, one response
+    /// per document version, all with this request's id, until the client disconnects.
+    Watch(Watch),
+}
+
+/// What a request needs to be executed: the store, the configuration requests are interpreted
+/// with, and the runner executing it (when one does).
+#[derive(Clone, Copy)]
+pub struct Exec<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The configuration.
+    pub config: &'a Config,
+    /// The id of the runner executing the request, when one does.
+    pub runner: Option<&'a str>,
+}
+
+/// A request type and the type of its answer.
+pub trait Call: Into<Request> + Send {
+    /// What a successful call returns.
+    type Output: Serialize + DeserializeOwned + Send;
+
+    /// Executes the request.
+    fn execute(
+        self,
+        exec: Exec<'_>,
+    ) -> impl std::future::Future<Output = Result<Self::Output, OpError>> + Send;
+}
+
+macro_rules! request_types {
+    ($($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* })+) => {
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            pub struct $name {
+                $($(#[$fmeta])* pub $field: $ty,)*
+            }
+
+            impl From<$name> for Request {
+                fn from(r: $name) -> Request {
+                    Request::$name(r)
+                }
+            }
+        )+
+    };
+}
+
+request_types! {
+    /// Opens the session: answered by the socket server with a [`Welcome`].
     Hello {
         /// The client's protocol version.
         protocol: u32,
         /// Client name and version, for logs.
         client: String,
-    },
-    /// `wf create`.
-    Create(CreateRequest),
+    }
     /// `wf insert-job`.
-    #[serde(rename_all = "camelCase")]
     InsertJobs {
         /// Assignment id or prefix.
         assignment: String,
@@ -45,9 +113,8 @@ pub enum Request {
         after: Option<String>,
         /// The job running `wf`, if an agent does.
         caller: Option<String>,
-    },
+    }
     /// `wf update-assignment`.
-    #[serde(rename_all = "camelCase")]
     UpdateAssignment {
         /// Assignment id or prefix.
         assignment: String,
@@ -63,65 +130,205 @@ pub enum Request {
         note: Option<String>,
         /// The job running `wf`, if an agent does.
         caller: Option<String>,
-    },
+    }
     /// `wf assignments`.
     ListAssignments {
         /// Only this status.
         status: Option<AssignmentStatus>,
-    },
+    }
     /// `wf assignment`.
     GetAssignment {
         /// Id or prefix.
         assignment: String,
-    },
+    }
     /// `wf jobs`.
     ListJobs {
         /// Only this status.
         status: Option<JobStatus>,
-    },
+    }
     /// `wf job`.
     GetJob {
         /// Id or prefix.
         job: String,
-    },
+    }
     /// `wf cancel`.
     Cancel {
         /// Assignment or job id, or a prefix.
         target: String,
-    },
+    }
     /// `wf retry`.
     Retry {
         /// Job id or prefix.
         job: String,
-    },
-    /// Streams the assignment (or every assignment) now and after each change, one response
-    /// per document version, all with this request's id, until the client disconnects.
+    }
+    /// Streams versions of one assignment, or of all.
     Watch {
         /// Id or prefix; all assignments when absent.
         assignment: Option<String>,
-    },
+    }
 }
 
-/// The answer to one request.
+impl From<CreateRequest> for Request {
+    fn from(r: CreateRequest) -> Request {
+        Request::Create(r)
+    }
+}
+
+impl Call for Hello {
+    type Output = Welcome;
+    async fn execute(self, _: Exec<'_>) -> Result<Welcome, OpError> {
+        Err(OpError::Invalid("hello is only valid once, first".into()))
+    }
+}
+
+impl Call for CreateRequest {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::create(x.store, x.config, &self).await
+    }
+}
+
+impl Call for InsertJobs {
+    type Output = InsertResult;
+    async fn execute(self, x: Exec<'_>) -> Result<InsertResult, OpError> {
+        let (after, caller) = (self.after.as_deref(), self.caller.as_deref());
+        ops::insert_jobs(
+            x.store,
+            x.config,
+            &self.assignment,
+            &self.jobs,
+            after,
+            caller,
+        )
+        .await
+    }
+}
+
+impl Call for UpdateAssignment {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        let update = AssignmentUpdate {
+            status: self.status,
+            reason: self.reason,
+            artifacts: self.artifacts,
+            decisions: self.decisions,
+            note: self.note,
+        };
+        let caller = self.caller.as_deref();
+        ops::update_assignment(x.store, x.config, &self.assignment, &update, caller).await
+    }
+}
+
+impl Call for ListAssignments {
+    type Output = Vec<Assignment>;
+    async fn execute(self, x: Exec<'_>) -> Result<Vec<Assignment>, OpError> {
+        ops::list_assignments(x.store, self.status).await
+    }
+}
+
+impl Call for GetAssignment {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::find_assignment(x.store, &self.assignment).await
+    }
+}
+
+impl Call for ListJobs {
+    type Output = Vec<Job>;
+    async fn execute(self, x: Exec<'_>) -> Result<Vec<Job>, OpError> {
+        ops::list_jobs(x.store, self.status).await
+    }
+}
+
+impl Call for GetJob {
+    type Output = JobDetail;
+    async fn execute(self, x: Exec<'_>) -> Result<JobDetail, OpError> {
+        ops::job_detail(x.store, &self.job).await
+    }
+}
+
+impl Call for Cancel {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::cancel(x.store, &self.target, x.runner).await
+    }
+}
+
+impl Call for Retry {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::retry(x.store, &self.job).await
+    }
+}
+
+impl Call for Watch {
+    type Output = Assignment;
+    async fn execute(self, _: Exec<'_>) -> Result<Assignment, OpError> {
+        Err(OpError::Unavailable(
+            "watching needs a running wf-runner".into(),
+        ))
+    }
+}
+
+/// The answer to one request: its id, and either the result or the error. On the wire this is
+/// `{"id": 1, "ok": …}` or `{"id": 1, "error": {"kind": …, "message": …}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Response {
     /// The request's id.
     pub id: u64,
-    /// The result, on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ok: Option<Value>,
-    /// The error, on failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<WireError>,
+    /// What came of it.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A result or an error, never both, never neither.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The result.
+    #[serde(rename = "ok")]
+    Ok(Value),
+    /// The error.
+    #[serde(rename = "error")]
+    Err(WireError),
+}
+
+impl Response {
+    /// A successful answer carrying `value`.
+    pub fn ok<T: Serialize>(id: u64, value: &T) -> Self {
+        Response {
+            id,
+            outcome: Outcome::Ok(to_value(value)),
+        }
+    }
+
+    /// A failed answer.
+    pub fn err(id: u64, err: &OpError) -> Self {
+        Response {
+            id,
+            outcome: Outcome::Err(WireError {
+                kind: err.kind(),
+                message: err.to_string(),
+            }),
+        }
+    }
+
+    /// The result decoded as `T`, or the error the runner sent.
+    pub fn into_result<T: DeserializeOwned>(self) -> Result<T, OpError> {
+        match self.outcome {
+            Outcome::Ok(value) => serde_json::from_value(value).map_err(|e| {
+                OpError::Unavailable(format!("unexpected answer from the runner: {e}"))
+            }),
+            Outcome::Err(e) => Err(OpError::from_wire(e.kind, e.message)),
+        }
+    }
 }
 
 /// An error on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireError {
-    /// [`OpError::kind`].
-    pub kind: String,
+    /// What kind of error; the CLI's exit code follows from it.
+    pub kind: ErrorKind,
     /// The message.
     pub message: String,
 }
@@ -148,70 +355,32 @@ pub struct Welcome {
     pub namespace: String,
 }
 
-fn to_value<T: Serialize>(v: T) -> Value {
+fn to_value<T: Serialize + ?Sized>(v: &T) -> Value {
     serde_json::to_value(v).expect("API results always serialise")
 }
 
-/// Executes a request (other than `Hello`) against `store`.
-///
-/// `runner` is the id of the runner executing the request, when one does.
-pub async fn dispatch(
-    store: &Store,
-    config: &Config,
-    runner: Option<&str>,
-    request: Request,
-) -> Result<Value, OpError> {
+/// Executes a request against a store and answers with request `id`'s response: the one
+/// interpreter of requests, used by the socket server (and, typed, by [`Call::execute`] for a
+/// CLI holding the store).
+pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
+    async fn answer<C: Call>(exec: Exec<'_>, id: u64, call: C) -> Response {
+        match call.execute(exec).await {
+            Ok(value) => Response::ok(id, &value),
+            Err(e) => Response::err(id, &e),
+        }
+    }
     match request {
-        Request::Hello { .. } => Err(OpError::Invalid("hello is only valid once, first".into())),
-        Request::Create(req) => ops::create(store, config, &req).await.map(to_value),
-        Request::InsertJobs {
-            assignment,
-            jobs,
-            after,
-            caller,
-        } => ops::insert_jobs(
-            store,
-            config,
-            &assignment,
-            &jobs,
-            after.as_deref(),
-            caller.as_deref(),
-        )
-        .await
-        .map(to_value),
-        Request::UpdateAssignment {
-            assignment,
-            status,
-            reason,
-            artifacts,
-            decisions,
-            note,
-            caller,
-        } => {
-            let update = AssignmentUpdate {
-                status,
-                reason,
-                artifacts,
-                decisions,
-                note,
-            };
-            ops::update_assignment(store, config, &assignment, &update, caller.as_deref())
-                .await
-                .map(to_value)
-        }
-        Request::ListAssignments { status } => {
-            ops::list_assignments(store, status).await.map(to_value)
-        }
-        Request::GetAssignment { assignment } => {
-            ops::find_assignment(store, &assignment).await.map(to_value)
-        }
-        Request::ListJobs { status } => ops::list_jobs(store, status).await.map(to_value),
-        Request::GetJob { job } => ops::job_detail(store, &job).await.map(to_value),
-        Request::Cancel { target } => ops::cancel(store, &target, runner).await.map(to_value),
-        Request::Retry { job } => ops::retry(store, &job).await.map(to_value),
-        Request::Watch { .. } => Err(OpError::Unavailable(
-            "watching needs a running wf-runner".into(),
-        )),
+        Request::Hello(r) => answer(exec, id, r).await,
+        Request::Create(r) => answer(exec, id, r).await,
+        Request::InsertJobs(r) => answer(exec, id, r).await,
+        Request::UpdateAssignment(r) => answer(exec, id, r).await,
+        Request::ListAssignments(r) => answer(exec, id, r).await,
+        Request::GetAssignment(r) => answer(exec, id, r).await,
+        Request::ListJobs(r) => answer(exec, id, r).await,
+        Request::GetJob(r) => answer(exec, id, r).await,
+        Request::Cancel(r) => answer(exec, id, r).await,
+        Request::Retry(r) => answer(exec, id, r).await,
+        Request::Watch(r) => answer(exec, id, r).await,
     }
 }
 
@@ -223,12 +392,12 @@ mod tests {
     fn requests_have_a_stable_wire_form() {
         let env = Envelope {
             id: 7,
-            request: Request::InsertJobs {
+            request: Request::InsertJobs(InsertJobs {
                 assignment: "ab".into(),
                 jobs: vec![],
                 after: None,
                 caller: Some("j".into()),
-            },
+            }),
         };
         let text = serde_json::to_string(&env).unwrap();
         assert_eq!(
@@ -236,6 +405,28 @@ mod tests {
             r#"{"id":7,"request":{"op":"insertJobs","assignment":"ab","jobs":[],"after":null,"caller":"j"}}"#
         );
         assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), env);
+    }
+
+    #[test]
+    fn responses_have_a_stable_wire_form() {
+        let ok = Response::ok(3, &vec!["a"]);
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"id":3,"ok":["a"]}"#
+        );
+        let err = Response::err(4, &OpError::NotFound("no assignment x".into()));
+        let text = serde_json::to_string(&err).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":4,"error":{"kind":"not_found","message":"no assignment x"}}"#
+        );
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back.into_result::<Value>(),
+            Err(OpError::NotFound(m)) if m == "no assignment x"
+        ));
+        // Neither a result nor an error is not a response.
+        assert!(serde_json::from_str::<Response>(r#"{"id":5}"#).is_err());
     }
 
     #[test]

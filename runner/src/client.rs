@@ -8,13 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio::net::UnixStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
+use crate::api::{self, Call, Envelope, Exec, Hello, Request, Response, Welcome, PROTOCOL_VERSION};
 use crate::ops::OpError;
 use wf_core::config::{Config, StoreConfig};
 use wf_store::sled::SledStore;
@@ -32,11 +30,13 @@ pub struct Client {
 }
 
 /// Why a connection could not be made.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// No runner listens there.
+    #[error("no runner is listening")]
     NotRunning,
     /// Something listens but the session failed.
+    #[error(transparent)]
     Failed(OpError),
 }
 
@@ -78,16 +78,11 @@ impl Client {
                 namespace: String::new(),
             },
         };
-        let hello = Request::Hello {
+        let hello = Hello {
             protocol: PROTOCOL_VERSION,
             client: format!("wf {}", env!("CARGO_PKG_VERSION")),
         };
-        let value = client.call(hello).await.map_err(ConnectError::Failed)?;
-        client.welcome = serde_json::from_value(value).map_err(|e| {
-            ConnectError::Failed(OpError::Unavailable(format!(
-                "bad welcome from the runner: {e}"
-            )))
-        })?;
+        client.welcome = client.call(hello).await.map_err(ConnectError::Failed)?;
         Ok(client)
     }
 
@@ -96,8 +91,13 @@ impl Client {
         &self.welcome
     }
 
+    /// Sends a request and waits for its typed answer.
+    pub async fn call<C: Call>(&mut self, call: C) -> Result<C::Output, OpError> {
+        self.send(call.into()).await?.into_result()
+    }
+
     /// Sends a request and waits for its response.
-    pub async fn call(&mut self, request: Request) -> Result<Value, OpError> {
+    async fn send(&mut self, request: Request) -> Result<Response, OpError> {
         let id = self.next_id;
         self.next_id += 1;
         let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
@@ -121,11 +121,7 @@ impl Client {
             if response.id != id {
                 continue;
             }
-            return match (response.ok, response.error) {
-                (Some(v), None) => Ok(v),
-                (_, Some(err)) => Err(OpError::from_wire(&err.kind, err.message)),
-                (None, None) => Ok(Value::Null),
-            };
+            return Ok(response);
         }
     }
 }
@@ -154,12 +150,7 @@ impl Watch {
             if response.id != self.id {
                 continue;
             }
-            return Some(match (response.ok, response.error) {
-                (_, Some(err)) => Err(OpError::from_wire(&err.kind, err.message)),
-                (Some(v), None) => serde_json::from_value(v)
-                    .map_err(|e| OpError::Unavailable(format!("unreadable update: {e}"))),
-                (None, None) => Err(OpError::Unavailable("empty update".into())),
-            });
+            return Some(response.into_result());
         }
     }
 }
@@ -171,7 +162,7 @@ impl Client {
         self.next_id += 1;
         let text = serde_json::to_string(&Envelope {
             id,
-            request: Request::Watch { assignment },
+            request: Request::Watch(api::Watch { assignment }),
         })
         .expect("requests serialise");
         self.ws
@@ -236,19 +227,19 @@ impl Backend {
         }
     }
 
-    /// Executes one request.
-    pub async fn call(&mut self, request: Request) -> Result<Value, OpError> {
+    /// Executes one request and returns its typed answer.
+    pub async fn call<C: Call>(&mut self, call: C) -> Result<C::Output, OpError> {
         match self {
-            Backend::Direct { store, config } => api::dispatch(store, config, None, request).await,
-            Backend::Runner(client) => client.call(request).await,
+            Backend::Direct { store, config } => {
+                let exec = Exec {
+                    store,
+                    config,
+                    runner: None,
+                };
+                call.execute(exec).await
+            }
+            Backend::Runner(client) => client.call(call).await,
         }
-    }
-
-    /// Executes one request and decodes its result.
-    pub async fn call_as<T: DeserializeOwned>(&mut self, request: Request) -> Result<T, OpError> {
-        let value = self.call(request).await?;
-        serde_json::from_value(value)
-            .map_err(|e| OpError::Unavailable(format!("unexpected answer from the runner: {e}")))
     }
 
     /// Whether requests go through a runner.

@@ -107,6 +107,24 @@ pub fn agent_env(
     Ok(AgentEnv { base, wf_command })
 }
 
+/// Whether output to a stream may be coloured: it is a terminal, `NO_COLOR` is unset or empty,
+/// and `TERM` is not `dumb`. `wf` and `wf-runner` decide this once per process.
+pub fn colour_allowed(is_terminal: bool) -> bool {
+    colour_rule(
+        is_terminal,
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    )
+}
+
+fn colour_rule(
+    is_terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
+}
+
 /// Whether the runner runs as root (Claude needs to be told it is sandboxed then).
 pub fn running_as_root() -> bool {
     #[expect(unsafe_code, reason = "geteuid(2) has no std wrapper")]
@@ -117,6 +135,17 @@ pub fn running_as_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
+        use std::ffi::OsStr;
+        let (some, empty) = (Some(OsStr::new("1")), Some(OsStr::new("")));
+        assert!(colour_rule(true, None, Some(OsStr::new("xterm-256color"))));
+        assert!(colour_rule(true, empty, None));
+        assert!(!colour_rule(false, None, None));
+        assert!(!colour_rule(true, some, None));
+        assert!(!colour_rule(true, None, Some(OsStr::new("dumb"))));
+    }
 
     #[test]
     fn shell_words_are_quoted_only_when_needed() {

@@ -12,7 +12,9 @@ use wf_core::chain::{self, fingerprint, AssignmentUpdate, Caller, ChainError, Ne
 use wf_core::clock::now_ms;
 use wf_core::config::Config;
 use wf_core::ids::{self, IdError, Resolved};
-use wf_core::model::{Assignment, AssignmentStatus, Budget, Job, JobStatus, JobType, Millis};
+use wf_core::model::{
+    Assignment, AssignmentStatus, Budget, ErrorKind, Job, JobStatus, JobType, Millis,
+};
 use wf_store::{BlobKey, Store, StoreError, UpdateError};
 
 /// Largest job context accepted, in bytes.
@@ -39,23 +41,23 @@ pub enum OpError {
 }
 
 impl OpError {
-    /// A stable name for the kind of error.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of error it is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            OpError::NotFound(_) | OpError::Store(StoreError::NotFound(_)) => "not_found",
-            OpError::Invalid(_) | OpError::Chain(_) => "invalid",
-            OpError::Store(_) => "store",
-            OpError::Unavailable(_) => "unavailable",
+            OpError::NotFound(_) | OpError::Store(StoreError::NotFound(_)) => ErrorKind::NotFound,
+            OpError::Invalid(_) | OpError::Chain(_) => ErrorKind::Invalid,
+            OpError::Store(_) => ErrorKind::Store,
+            OpError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 
     /// Rebuilds an error from its kind and message (the socket's wire form).
-    pub fn from_wire(kind: &str, message: String) -> Self {
+    pub fn from_wire(kind: ErrorKind, message: String) -> Self {
         match kind {
-            "not_found" => OpError::NotFound(message),
-            "invalid" => OpError::Invalid(message),
-            "unavailable" => OpError::Unavailable(message),
-            _ => OpError::Store(StoreError::Backend(message)),
+            ErrorKind::NotFound => OpError::NotFound(message),
+            ErrorKind::Invalid => OpError::Invalid(message),
+            ErrorKind::Unavailable => OpError::Unavailable(message),
+            ErrorKind::Store => OpError::Store(StoreError::Backend(message)),
         }
     }
 }

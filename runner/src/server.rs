@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, Envelope, Request, Response, Welcome, WireError, PROTOCOL_VERSION};
+use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
 use crate::ops::OpError;
 use wf_core::config::Config;
 use wf_store::Store;
@@ -47,6 +48,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     // Bind under a temporary name and rename, so that the socket is never reachable before
     // its mode is 0600.
     let tmp = path.with_extension(format!("sock.{}", std::process::id()));
+    // Why: a leftover of an earlier attempt may or may not be there; bind reports real trouble.
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
@@ -60,15 +62,33 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(api::MAX_MESSAGE))
 }
 
+/// The first wait after a failed accept; it doubles up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between accepts after repeated failures.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Serves connections until `shutdown` is cancelled.
+///
+/// A failed accept (EMFILE when the runner is out of file descriptors, ENOBUFS, …) is retried
+/// after a pause that doubles while failures go on, instead of spinning on a listener that
+/// stays readable; the first accept that succeeds resets it.
 pub async fn serve(listener: UnixListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    stream
+                }
                 Err(e) => {
-                    tracing::warn!(%e, "control socket accept failed");
+                    tracing::warn!(%e, retry_in = ?backoff, "control socket accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -80,17 +100,6 @@ pub async fn serve(listener: UnixListener, state: Arc<ServerState>, shutdown: Ca
                 tracing::debug!(%e, "control connection ended");
             }
         });
-    }
-}
-
-fn error_response(id: u64, err: &OpError) -> Response {
-    Response {
-        id,
-        ok: None,
-        error: Some(WireError {
-            kind: err.kind().to_string(),
-            message: err.to_string(),
-        }),
     }
 }
 
@@ -115,7 +124,7 @@ async fn connection(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Binary(_) => {
                 let err = OpError::Invalid("binary frames are not part of the protocol".into());
-                ws.send(reply(&error_response(0, &err))).await?;
+                ws.send(reply(&Response::err(0, &err))).await?;
                 continue;
             }
         };
@@ -127,17 +136,17 @@ async fn connection(
                     .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
                     .unwrap_or(0);
                 let err = OpError::Invalid(format!("malformed request: {e}"));
-                ws.send(reply(&error_response(id, &err))).await?;
+                ws.send(reply(&Response::err(id, &err))).await?;
                 continue;
             }
         };
         let response = match (greeted, envelope.request) {
-            (false, Request::Hello { protocol, client }) => {
+            (false, Request::Hello(api::Hello { protocol, client })) => {
                 if protocol != PROTOCOL_VERSION {
                     let err = OpError::Invalid(format!(
                         "protocol version {protocol} is not supported by this runner (it speaks {PROTOCOL_VERSION}); use matching wf and wf-runner binaries"
                     ));
-                    ws.send(reply(&error_response(envelope.id, &err))).await?;
+                    ws.send(reply(&Response::err(envelope.id, &err))).await?;
                     return Ok(());
                 }
                 tracing::debug!(%client, "control client connected");
@@ -147,30 +156,22 @@ async fn connection(
                     runner_id: state.runner_id.clone(),
                     namespace: state.config.namespace.to_string(),
                 };
-                Response {
-                    id: envelope.id,
-                    ok: Some(serde_json::to_value(welcome).expect("serialises")),
-                    error: None,
-                }
+                Response::ok(envelope.id, &welcome)
             }
-            (false, _) => error_response(
+            (false, _) => Response::err(
                 envelope.id,
                 &OpError::Invalid("the first message must be hello".into()),
             ),
-            (true, Request::Watch { assignment }) => {
+            (true, Request::Watch(api::Watch { assignment })) => {
                 return watch(ws, &state, envelope.id, assignment, shutdown).await;
             }
             (true, request) => {
-                match api::dispatch(&state.store, &state.config, Some(&state.runner_id), request)
-                    .await
-                {
-                    Ok(value) => Response {
-                        id: envelope.id,
-                        ok: Some(value),
-                        error: None,
-                    },
-                    Err(err) => error_response(envelope.id, &err),
-                }
+                let exec = api::Exec {
+                    store: &state.store,
+                    config: &state.config,
+                    runner: Some(&state.runner_id),
+                };
+                api::dispatch(exec, envelope.id, request).await
             }
         };
         ws.send(reply(&response)).await?;
@@ -195,7 +196,7 @@ async fn watch(
     let current = match current {
         Ok(docs) => docs,
         Err(err) => {
-            ws.send(reply(&error_response(id, &err))).await?;
+            ws.send(reply(&Response::err(id, &err))).await?;
             return Ok(());
         }
     };
@@ -203,11 +204,7 @@ async fn watch(
         .first()
         .map(|d| d.id.clone())
         .filter(|_| assignment.is_some());
-    let doc_response = |doc: &wf_core::model::Assignment| Response {
-        id,
-        ok: Some(serde_json::to_value(doc).expect("documents serialise")),
-        error: None,
-    };
+    let doc_response = |doc: &wf_core::model::Assignment| Response::ok(id, doc);
     for doc in &current {
         ws.send(reply(&doc_response(doc))).await?;
     }
@@ -226,7 +223,7 @@ async fn watch(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     let err = OpError::Unavailable("the watch fell behind; watch again".into());
-                    ws.send(reply(&error_response(id, &err))).await?;
+                    ws.send(reply(&Response::err(id, &err))).await?;
                     return Ok(());
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),

@@ -359,3 +359,36 @@ fn harness_defaults_fan_out_into_a_parallel_group() {
     let plan = env.wf_json(&["insert-job", &aid, "--type", "plan"]);
     assert_eq!(plan["jobs"][0]["harness"], "alt");
 }
+
+/// `wf assignments --json | head -c 100`: the reader closes the pipe early, which is a normal
+/// end — exit 0, nothing on stderr, no panic (Rust's `println!` panics on EPIPE).
+#[test]
+fn a_reader_closing_the_pipe_ends_wf_quietly() {
+    use std::io::Read;
+    let env = env();
+    // More JSON than a pipe buffer (64 KiB) holds, so that wf is still writing when it closes.
+    let north_star = "x".repeat(50_000);
+    for _ in 0..3 {
+        env.create(&north_star);
+    }
+    for args in [
+        &["assignments", "--json"][..],
+        &["jobs", "--json"],
+        &["queue"],
+    ] {
+        let mut child = env
+            .wf_cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut head = [0u8; 100];
+        stdout.read_exact(&mut head).ok();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "wf {args:?}: {} {stderr}", out.status);
+        assert!(stderr.is_empty(), "wf {args:?}: {stderr}");
+    }
+}

@@ -442,3 +442,81 @@ fn runner_kill_9_in_a_loop_runs_every_job_exactly_once() {
         worst,
     );
 }
+
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A runner out of file descriptors (EMFILE on accept, with connections waiting) backs off
+/// instead of spinning on a listener that stays readable, and serves again once descriptors
+/// are free.
+#[test]
+fn a_runner_out_of_file_descriptors_backs_off_instead_of_spinning() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.start_runner();
+    let pid = env.runner_pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Room for a few more descriptors only (the soft limit; the hard one stays, so that it
+    // can be raised again without privileges).
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: String = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("Max open files")
+        .to_string();
+    let limit = open + 4;
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit failed");
+    let socket = wf_runner::paths::socket_path(&env.root.join(".wf"));
+    let clients: Vec<_> = (0..16)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    // Let the runner hit EMFILE, then measure its CPU over one second.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let share = used as f64 / ticks_per_s / started.elapsed().as_secs_f64();
+    let log = env.runner_log();
+    assert!(
+        log.contains("control socket accept failed"),
+        "the runner never hit the limit:\n{log}"
+    );
+    assert!(
+        share < 0.3,
+        "the runner used {:.0}% of a core while out of descriptors",
+        share * 100.0
+    );
+    drop(clients);
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .expect("prlimit");
+    assert!(status.success());
+    let recovered = Instant::now();
+    let id = env.create("served again");
+    assert_eq!(env.assignment(&id).id, id);
+    assert!(wf_tests::alive(pid), "{}", env.runner_log());
+    record(
+        "a_runner_out_of_file_descriptors_backs_off_instead_of_spinning",
+        "the runner runs out of file descriptors (RLIMIT_NOFILE) with 16 clients waiting on the control socket",
+        "accept fails with EMFILE: the runner backs off (10 ms doubling to 1 s) instead of spinning; once descriptors are free it serves again",
+        1,
+        &format!("nothing: {:.0}% of a core used while out of descriptors; the next request was served", share * 100.0),
+        recovered.elapsed(),
+    );
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use wf_core::model::AssignmentStatus;
-use wf_runner::api::Request;
+use wf_runner::api;
 use wf_runner::client::{Backend, Client};
 use wf_runner::ops::{CreateRequest, InsertResult, JobSpec};
 use wf_tests::{nats_server_version, Bins, NatsServer, TestEnv};
@@ -99,7 +99,7 @@ fn list_bench(bins: &Bins, out: &mut String) {
                 start: None,
                 budget: None,
             };
-            c.call(Request::Create(req)).await.expect("create");
+            c.call(req).await.expect("create");
         }
     });
     let json = env.wf_ok(&["assignments", "--json"]);
@@ -179,9 +179,8 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 start: None,
                 budget: None,
             };
-            let doc: wf_core::model::Assignment =
-                b.call_as(Request::Create(req)).await.expect("create");
-            let insert = Request::InsertJobs {
+            let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
+            let insert = api::InsertJobs {
                 assignment: doc.id.clone(),
                 jobs: vec![JobSpec {
                     job_type: wf_core::model::JobType::Plan,
@@ -192,7 +191,7 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 after: None,
                 caller: None,
             };
-            let result: InsertResult = b.call_as(insert).await.expect("insert");
+            let result: InsertResult = b.call(insert).await.expect("insert");
             (doc, result, now_us())
         });
         let recs = wait_records(&records, i + 1);
@@ -251,8 +250,7 @@ fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
                 }),
                 budget: None,
             };
-            let doc: wf_core::model::Assignment =
-                b.call_as(Request::Create(req)).await.expect("create");
+            let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
             ids.push(doc.id);
         }
         ids
