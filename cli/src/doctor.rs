@@ -1,11 +1,12 @@
 //! `wf doctor`: is every configured harness installed, which version, how to log in; is the
-//! store reachable.
+//! store reachable, and can every stored document be read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use wf_core::config::{Config, HarnessConfig, HarnessKind, StoreConfig};
+use wf_runner::api;
 use wf_runner::client::Backend;
 
 use crate::{output, Failure, Result};
@@ -30,6 +31,8 @@ struct StoreReport {
     kind: &'static str,
     reachable: bool,
     detail: String,
+    /// Documents no runner can read: corrupt, or written by a newer wf.
+    unreadable: Vec<wf_store::Unreadable>,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,49 +112,47 @@ async fn store_report(config: &Config) -> StoreReport {
         StoreConfig::Sled { .. } => "sled",
         StoreConfig::Nats(_) => "nats",
     };
-    match Backend::open(config).await {
-        Ok(Backend::Runner(client)) => StoreReport {
-            kind,
-            reachable: true,
-            detail: format!(
-                "runner {} serves it on its control socket",
-                client.welcome().runner_id
+    let unreachable = |detail: String| StoreReport {
+        kind,
+        reachable: false,
+        detail,
+        unreadable: Vec::new(),
+    };
+    let mut backend = match Backend::open(config).await {
+        Ok(b) => b,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let detail = match &backend {
+        Backend::Runner(client) => format!(
+            "runner {} serves it on its control socket",
+            client.welcome().runner_id
+        ),
+        Backend::Direct { store, .. } => match store {
+            wf_store::Store::Nats(n) => format!(
+                "NATS {} at {}; no runner needed for wf",
+                n.server_version(),
+                n.server_url()
+            ),
+            wf_store::Store::Sled(s) => format!(
+                "{} (no runner running; wf opened it directly)",
+                s.path().display()
             ),
         },
-        Ok(Backend::Direct { store, .. }) => {
-            let detail = match &store {
-                wf_store::Store::Nats(n) => {
-                    format!(
-                        "NATS {} at {}; no runner needed for wf",
-                        n.server_version(),
-                        n.server_url()
-                    )
-                }
-                wf_store::Store::Sled(s) => {
-                    format!(
-                        "{} (no runner running; wf opened it directly)",
-                        s.path().display()
-                    )
-                }
+    };
+    match backend.call(api::CheckStore {}).await {
+        Ok(check) => {
+            let skipped = match check.unreadable.len() {
+                0 => String::new(),
+                n => format!("; {n} UNREADABLE document(s), skipped by every runner"),
             };
-            match store.list().await {
-                Ok(docs) => StoreReport {
-                    kind,
-                    reachable: true,
-                    detail: format!("{detail}; {} assignment(s)", docs.len()),
-                },
-                Err(e) => StoreReport {
-                    kind,
-                    reachable: false,
-                    detail: e.to_string(),
-                },
+            StoreReport {
+                kind,
+                reachable: true,
+                detail: format!("{detail}; {} assignment(s){skipped}", check.assignments),
+                unreadable: check.unreadable,
             }
         }
-        Err(e) => StoreReport {
-            kind,
-            reachable: false,
-            detail: e.to_string(),
-        },
+        Err(e) => unreachable(e.to_string()),
     }
 }
 
@@ -187,7 +188,7 @@ pub(crate) async fn run(config: &Config, json: bool) -> Result<()> {
         });
     }
     let store = store_report(config).await;
-    let ok = store.reachable && harnesses.iter().all(|h| h.ok);
+    let ok = store.reachable && store.unreadable.is_empty() && harnesses.iter().all(|h| h.ok);
     let report = Report {
         config: config.file.as_ref().map(|p| p.display().to_string()),
         namespace: config.namespace.to_string(),
@@ -223,6 +224,12 @@ fn render(r: &Report) -> String {
         },
         r.store.detail
     );
+    for u in &r.store.unreadable {
+        out.push_str(&format!("  unreadable   {}: {}\n", u.key, u.reason));
+    }
+    if !r.store.unreadable.is_empty() {
+        out.push('\n');
+    }
     let rows: Vec<Vec<String>> = r
         .harnesses
         .iter()

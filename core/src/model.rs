@@ -261,10 +261,25 @@ pub struct Note {
     pub at: Millis,
 }
 
+/// The schema version of the [`Assignment`] documents this wf writes, and the newest it reads.
+///
+/// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
+/// the stored shape bumps it; a document with a newer version is left alone — not claimed,
+/// not written, listed by `wf doctor` — by a wf that reads only older ones.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Documents written before the field existed are version 1.
+fn first_schema_version() -> u32 {
+    1
+}
+
 /// The assignment document: a north star and its chain of jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Assignment {
+    /// The shape of this document ([`SCHEMA_VERSION`] when this wf created it).
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
     /// The assignment id.
     pub id: String,
     /// The namespace (one repository) it belongs to.

@@ -50,6 +50,8 @@ pub enum Request {
     /// Streams the assignment (or every assignment) now and after each change, one response
     /// per document version, all with this request's id, until the client disconnects.
     Watch(Watch),
+    /// `wf doctor`: how many documents the store holds, and which it cannot read.
+    CheckStore(CheckStore),
 }
 
 /// What a request needs to be executed: the store, the configuration requests are interpreted
@@ -166,6 +168,8 @@ request_types! {
         /// Id or prefix; all assignments when absent.
         assignment: Option<String>,
     }
+    /// Checks the documents of the namespace.
+    CheckStore {}
 }
 
 impl From<CreateRequest> for Request {
@@ -267,6 +271,13 @@ impl Call for Watch {
         Err(OpError::Unavailable(
             "watching needs a running wf-runner".into(),
         ))
+    }
+}
+
+impl Call for CheckStore {
+    type Output = ops::StoreCheck;
+    async fn execute(self, x: Exec<'_>) -> Result<ops::StoreCheck, OpError> {
+        ops::check_store(x.store).await
     }
 }
 
@@ -381,6 +392,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::Cancel(r) => answer(exec, id, r).await,
         Request::Retry(r) => answer(exec, id, r).await,
         Request::Watch(r) => answer(exec, id, r).await,
+        Request::CheckStore(r) => answer(exec, id, r).await,
     }
 }
 

@@ -15,7 +15,7 @@ use wf_core::ids::{self, IdError, Resolved};
 use wf_core::model::{
     Assignment, AssignmentStatus, Budget, ErrorKind, Job, JobStatus, JobType, Millis,
 };
-use wf_store::{BlobKey, Store, StoreError, UpdateError};
+use wf_store::{BlobKey, Store, StoreError, Unreadable, UpdateError};
 
 /// Largest job context accepted, in bytes.
 pub const MAX_CONTEXT: usize = 256 * 1024;
@@ -75,6 +75,25 @@ impl From<UpdateError<ChainError>> for OpError {
             UpdateError::Store(s) => OpError::Store(s),
         }
     }
+}
+
+/// What [`check_store`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreCheck {
+    /// Readable assignments.
+    pub assignments: usize,
+    /// Documents that were skipped: corrupt, or written by a newer wf.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads every document of the namespace and reports the ones that do not decode.
+pub async fn check_store(store: &Store) -> Result<StoreCheck, OpError> {
+    let listing = store.list_all().await?;
+    Ok(StoreCheck {
+        assignments: listing.docs.len(),
+        unreadable: listing.unreadable,
+    })
 }
 
 /// One job of `wf insert-job --jobs` (the seed's shape; `type` is accepted for `jobType`).

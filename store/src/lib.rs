@@ -19,7 +19,7 @@ pub mod wakeup;
 use tokio::sync::broadcast;
 
 use wf_core::chain::{self, LeaseView, Readiness};
-use wf_core::model::Assignment;
+use wf_core::model::{Assignment, SCHEMA_VERSION};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,24 @@ pub enum StoreError {
         /// Database path.
         path: String,
     },
-    /// A stored value does not decode: corruption, or a newer wf wrote it.
+    /// A stored value does not decode.
     #[error("stored document {key} is unreadable: {message}")]
     Corrupt {
         /// The key.
         key: String,
         /// The decoder's complaint.
         message: String,
+    },
+    /// A newer wf wrote the document, in a shape this one does not know: it is left alone.
+    #[error(
+        "stored document {key} has schema version {version}, newer than this wf reads \
+         ({SCHEMA_VERSION}): a newer wf wrote it; upgrade this wf (the document is left alone)"
+    )]
+    Newer {
+        /// The key.
+        key: String,
+        /// Its schema version.
+        version: u32,
     },
     /// Anything else from the backend.
     #[error("store error: {0}")]
@@ -171,11 +182,33 @@ impl Store {
         }
     }
 
-    /// Every document of the namespace.
+    /// Every readable document of the namespace. Documents that do not decode (corrupt, or
+    /// written by a newer wf) are skipped with a warning in the log: one bad document never
+    /// stops a namespace. [`Store::list_all`] tells which.
     pub async fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+        let listing = self.list_all().await?;
+        for u in &listing.unreadable {
+            tracing::warn!(key = %u.key, reason = %u.reason, "skipped an unreadable document");
+        }
+        Ok(listing.docs)
+    }
+
+    /// Every document of the namespace, readable or not.
+    pub async fn list_all(&self) -> Result<Listing, StoreError> {
         match self {
             Store::Sled(s) => s.list(),
             Store::Nats(s) => s.list().await,
+        }
+    }
+
+    /// Writes `bytes` as the document `id`, bypassing every check and the CAS. Only for
+    /// fault-injection tests (a corrupt document, one from a newer wf); wf itself never calls
+    /// it.
+    #[doc(hidden)]
+    pub async fn put_raw(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Store::Sled(s) => s.put_raw(id, bytes).await,
+            Store::Nats(s) => s.put_raw(id, bytes).await,
         }
     }
 
@@ -259,12 +292,73 @@ impl Store {
     }
 }
 
-/// Decodes a stored document.
+/// Decodes a stored document: one of a schema this wf reads, or the reason it cannot
+/// ([`StoreError::Newer`] when a newer wf wrote it, [`StoreError::Corrupt`] otherwise).
 pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Assignment, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    let newer = |version: u32| StoreError::Newer {
         key: key.to_string(),
-        message: e.to_string(),
-    })
+        version,
+    };
+    match serde_json::from_slice::<Assignment>(bytes) {
+        Ok(doc) if doc.schema_version > SCHEMA_VERSION => Err(newer(doc.schema_version)),
+        Ok(doc) => Ok(doc),
+        Err(e) => {
+            // Only on failure, so the common path parses once: was it written by a newer wf?
+            #[derive(serde::Deserialize)]
+            struct Probe {
+                #[serde(rename = "schemaVersion")]
+                schema_version: Option<u32>,
+            }
+            match serde_json::from_slice::<Probe>(bytes) {
+                Ok(Probe {
+                    schema_version: Some(v),
+                }) if v > SCHEMA_VERSION => Err(newer(v)),
+                _ => Err(StoreError::Corrupt {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// A stored document that [`Store::list_all`] skipped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unreadable {
+    /// Its key in the store.
+    pub key: String,
+    /// Its schema version, when a newer wf wrote it.
+    pub newer_schema: Option<u32>,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// Every document of a namespace that decodes, and the ones that do not.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The documents.
+    pub docs: Vec<Assignment>,
+    /// The documents that were skipped, with the reason.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Listing {
+    /// Adds one decoded (or undecodable) document. A key-level failure is skipped, never
+    /// fatal to the listing.
+    pub(crate) fn push(&mut self, key: &str, bytes: &[u8]) {
+        match decode(key, bytes) {
+            Ok(doc) => self.docs.push(doc),
+            Err(e) => self.unreadable.push(Unreadable {
+                key: key.to_string(),
+                newer_schema: match &e {
+                    StoreError::Newer { version, .. } => Some(*version),
+                    _ => None,
+                },
+                reason: e.to_string(),
+            }),
+        }
+    }
 }
 
 /// Encodes a document.

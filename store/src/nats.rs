@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
-use super::{decode, encode, BlobKey, Cas, Change, StoreError};
+use super::{decode, encode, BlobKey, Cas, Change, Listing, StoreError};
 use wf_core::config::NatsConfig;
 use wf_core::ids::Namespace;
 use wf_core::model::Assignment;
@@ -285,7 +285,7 @@ impl NatsStore {
         }
     }
 
-    pub(super) async fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+    pub(super) async fn list(&self) -> Result<Listing, StoreError> {
         let filter = format!("$KV.{BUCKET}.{}.asg.*", self.inner.ns);
         let stream = self
             .inner
@@ -299,7 +299,7 @@ impl NatsStore {
             .map_err(|e| backend("cannot list assignments", e))?;
         // A watch on a prefix with no keys never yields: find out first.
         if subjects.next().await.is_none() {
-            return Ok(Vec::new());
+            return Ok(Listing::default());
         }
         let mut watch = self
             .inner
@@ -307,7 +307,7 @@ impl NatsStore {
             .watch_with_history(format!("{}.asg.*", self.inner.ns))
             .await
             .map_err(|e| backend("cannot list assignments", e))?;
-        let mut docs = Vec::new();
+        let mut listing = Listing::default();
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
                 .await
@@ -315,13 +315,22 @@ impl NatsStore {
             let Some(entry) = next else { break };
             let entry = entry.map_err(|e| backend("cannot list assignments", e))?;
             if entry.operation == kv::Operation::Put {
-                docs.push(decode(&entry.key, &entry.value)?);
+                listing.push(&entry.key, &entry.value);
             }
             if entry.delta == 0 {
                 break;
             }
         }
-        Ok(docs)
+        Ok(listing)
+    }
+
+    pub(super) async fn put_raw(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner
+            .kv
+            .put(self.doc_key(id), bytes.to_vec().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("cannot write an assignment", e))
     }
 
     pub(super) async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::{decode, encode, BlobKey, Cas, Change, StoreError};
+use super::{decode, encode, BlobKey, Cas, Change, Listing, StoreError};
 use wf_core::ids::Namespace;
 use wf_core::model::Assignment;
 
@@ -161,15 +161,21 @@ impl SledStore {
         }
     }
 
-    pub(super) fn list(&self) -> Result<Vec<Assignment>, StoreError> {
+    pub(super) fn list(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        for item in self.inner.docs.iter() {
+            let (key, value) = item.map_err(backend)?;
+            listing.push(&String::from_utf8_lossy(&key), &value);
+        }
+        Ok(listing)
+    }
+
+    pub(super) async fn put_raw(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.inner
             .docs
-            .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(backend)?;
-                decode(&String::from_utf8_lossy(&key), &value)
-            })
-            .collect()
+            .insert(id.as_bytes(), bytes)
+            .map_err(backend)?;
+        self.flush().await
     }
 
     /// The one CAS primitive: sled's byte-wise compare-and-swap against the bytes whose version

@@ -520,3 +520,19 @@ fn a_runner_out_of_file_descriptors_backs_off_instead_of_spinning() {
         recovered.elapsed(),
     );
 }
+
+/// One corrupt document and one from a newer wf never stop the namespace (embedded store).
+#[test]
+fn unreadable_documents_are_skipped_and_reported() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    let started = Instant::now();
+    wf_tests::unreadable_documents_are_skipped(&mut env);
+    record(
+        "unreadable_documents_are_skipped_and_reported",
+        "sled: a corrupt document and one with a newer schemaVersion (99) in the store",
+        "both are skipped by the runner and by listings, named by `wf doctor` and in the runner log; reading one names the cause",
+        2,
+        "nothing: 3 of 3 other assignments complete; the two documents were never claimed",
+        started.elapsed(),
+    );
+}

@@ -380,3 +380,20 @@ fn two_namespaces_on_one_server_never_take_each_others_work() {
         }
     }
 }
+
+/// One corrupt document and one from a newer wf never stop a NATS namespace.
+#[test]
+fn unreadable_documents_never_stop_a_nats_namespace() {
+    let server = NatsServer::start(&nats_server());
+    let mut env = nats_env(&server.url(), "unreadable", json!({}), json!({}));
+    let started = Instant::now();
+    wf_tests::unreadable_documents_are_skipped(&mut env);
+    record_reliability(
+        "unreadable_documents_never_stop_a_nats_namespace",
+        "NATS: a corrupt document and one with a newer schemaVersion (99) in the namespace's bucket",
+        "both are skipped by every runner and by listings, named by `wf doctor` and in the runner log",
+        2,
+        "nothing: 3 of 3 other assignments complete; the two documents were never claimed",
+        started.elapsed(),
+    );
+}

@@ -135,6 +135,12 @@ impl TestEnv {
         self.wf_cmd(args).output().expect("running wf")
     }
 
+    /// Runs `wf` and returns stdout whatever its exit code (for `wf doctor`, which exits 1
+    /// on findings).
+    pub fn wf_ok_allowing_failure(&self, args: &[&str]) -> String {
+        String::from_utf8(self.wf(args).stdout).expect("utf-8 stdout")
+    }
+
     /// Runs `wf` and returns stdout; panics with stderr when it fails.
     pub fn wf_ok(&self, args: &[&str]) -> String {
         let out = self.wf(args);
@@ -158,6 +164,22 @@ impl TestEnv {
     /// Creates an assignment and returns its id.
     pub fn create(&self, north_star: &str) -> String {
         self.wf_ok(&["create", north_star]).trim().to_string()
+    }
+
+    /// Writes `bytes` as the stored document `id`, bypassing every check: fault injection (a
+    /// corrupt document, one written by a newer wf). With the embedded store no runner may be
+    /// running.
+    pub fn put_raw_document(&self, id: &str, bytes: &[u8]) {
+        let config = wf_core::config::load(None, &self.root).expect("config");
+        runtime().block_on(async {
+            let store = wf_runner::daemon::open_store(&config, Duration::from_secs(10))
+                .await
+                .expect("opening the store");
+            store
+                .put_raw(id, bytes)
+                .await
+                .expect("writing the raw document");
+        });
     }
 
     /// The assignment document.
@@ -597,6 +619,69 @@ pub fn newest_nats_server() -> PathBuf {
         .into_iter()
         .max_by_key(|b| nats_server_version_parts(b))
         .expect("nats_servers is never empty")
+}
+
+/// Two documents no wf of this version can read — one corrupt, one from a newer wf — are
+/// skipped: every other assignment of the namespace runs to completion, `wf assignments` lists
+/// the readable ones, `wf doctor` names both, the runner logs them, and reading the newer one
+/// says to upgrade. Shared by the sled and NATS tests.
+pub fn unreadable_documents_are_skipped(env: &mut TestEnv) {
+    let corrupt = "zzzzzzzzzzzz";
+    let garbage = b"{\"id\": \"zzzzzzzzzzzz\", oops";
+    env.put_raw_document(corrupt, garbage);
+    let newer_id = "yyyyyyyyyyyy";
+    let newer = serde_json::json!({"schemaVersion": 99, "id": newer_id, "futureField": true});
+    env.put_raw_document(newer_id, newer.to_string().as_bytes());
+    std::fs::write(
+        env.work.join("script.json"),
+        serde_json::json!({
+            "plan": [{"init": true}, {"result": "planned"}],
+            "pm": [{"init": true}, {"wf": ["update-assignment", "--status", "complete"]},
+                   {"result": "done"}]
+        })
+        .to_string(),
+    )
+    .expect("script");
+    env.start_runner();
+    let ids = env.create_started("Works beside unreadable documents", 3, "plan");
+    for id in &ids {
+        env.wait_for(id, Duration::from_secs(120), |d| {
+            d.status == wf_core::model::AssignmentStatus::Complete && d.lease.is_none()
+        });
+    }
+    let listed = env.wf_json(&["assignments"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+
+    let out = env.wf(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    assert_eq!(report["ok"], false, "{report}");
+    let unreadable = report["store"]["unreadable"]
+        .as_array()
+        .expect("unreadable");
+    assert_eq!(unreadable.len(), 2, "{report}");
+    let newer_entry = unreadable
+        .iter()
+        .find(|u| u["newerSchema"] == 99)
+        .expect("the newer document is named");
+    assert!(
+        newer_entry["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("schema version 99, newer than this wf reads (1)"),
+        "{newer_entry}"
+    );
+    let table = env.wf_ok_allowing_failure(&["doctor"]);
+    assert!(table.contains("2 UNREADABLE"), "{table}");
+
+    let refused = env.wf(&["assignment", newer_id]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("upgrade this wf"), "{stderr}");
+    assert!(
+        env.runner_log().contains("skipped an unreadable document"),
+        "{}",
+        env.runner_log()
+    );
 }
 
 /// The server most NATS tests run against: the first of [`nats_servers`].

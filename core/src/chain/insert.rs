@@ -1,7 +1,9 @@
 //! New assignments and job insertion: units, positions, loop detection.
 
 use super::*;
-use crate::model::{Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis, Usage};
+use crate::model::{
+    Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis, Usage, SCHEMA_VERSION,
+};
 
 /// A job to insert, fully resolved (harness chosen, id generated, context stored).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +88,7 @@ pub fn new_assignment(
     now: Millis,
 ) -> Assignment {
     Assignment {
+        schema_version: SCHEMA_VERSION,
         id,
         namespace: namespace.to_string(),
         north_star,
