@@ -33,6 +33,7 @@ fn fail(message: String) -> Failure {
 }
 
 /// `wf demo`.
+// Long: the demo is a script, read top to bottom: set up, run, show what happened.
 pub(crate) fn main(config_path: Option<&Path>, keep: bool) -> Result<()> {
     if config_path.is_some() {
         return Err(Failure::usage(

@@ -1,8 +1,9 @@
 //! `wf`: the command line humans and PM agents use to create, steer and inspect work.
 //!
-//! Every command becomes one [`Request`] executed by a [`Backend`]: the running runner over its
-//! control socket, or the store directly when no runner holds it. Output is a comfy-table for
-//! humans or JSON with `--json`; errors are one line on stderr with a documented exit code.
+//! Every command becomes one request ([`wf_runner::api::Call`]) executed by a [`Backend`]: the
+//! running runner over its control socket, or the store directly when no runner holds it.
+//! Output is a comfy-table for humans or JSON with `--json`; errors are one line on stderr with
+//! a documented exit code; a closed stdout ends a command quietly.
 
 mod args;
 mod cmd;

@@ -7,7 +7,7 @@
 //! - [`ops`]: what `wf` commands do, over a store; [`api`]: the control protocol and its
 //!   interpreter; [`server`] and [`client`]: the control socket.
 //! - [`daemon`]: the runner loop; [`process`]: the only place that spawns agents;
-//!   [`reaper`]: kills agents of dead runners; [`random`]: fresh ids; [`env`]: host name,
+//!   [`reaper`]: kills agents of dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
 //!   where `wf` is, and the agents' environment.
 //! - [`main_impl`]: the `wf-runner` binary.
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
 use wf_core::harness::{CommandSpec, Ended};
@@ -132,6 +132,81 @@ pub async fn run(
     on_start: impl FnOnce(u32),
     mut on_line: impl FnMut(Line<'_>) -> Flow,
 ) -> Result<Exit, SpawnError> {
+    let mut child = spawn(spec, extra_env)?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    on_start(pid);
+
+    let stdin_task = match (child.stdin.take(), spec.stdin.clone()) {
+        (Some(mut stdin), Some(bytes)) => Some(tokio::spawn(async move {
+            // Why: an agent may exit without reading its prompt; the write then fails with a
+            // broken pipe and the exit status tells the story.
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        })),
+        _ => None,
+    };
+    let started = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_task = tokio::spawn(tail_stderr(
+        stderr,
+        limits.stderr_tail,
+        activity.clone(),
+        started,
+    ));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut out = Stdout {
+        reader: LineReader::new(stdout, limits.max_line),
+        open: true,
+        activity,
+        started,
+        max_line: limits.max_line,
+    };
+    let stop = watch(&mut child, &mut out, limits, cancel, &mut on_line).await;
+    let ended = match stop {
+        Stop::Exited(status) => {
+            // The leader is gone; so must be whatever it left behind in its group.
+            signal_group(pid, libc::SIGKILL);
+            exit_of(status)
+        }
+        other => {
+            terminate(&mut child, pid, limits.kill_grace).await;
+            match other {
+                Stop::Timeout => Ended::TimedOut,
+                Stop::Idle => Ended::IdleTimedOut,
+                Stop::Cancelled => Ended::Cancelled,
+                Stop::Lingered => Ended::Lingered,
+                Stop::Exited(_) => unreachable!("handled above"),
+            }
+        }
+    };
+    // Read what the agent wrote before it died. Every writer in the group is dead, so EOF comes
+    // at once unless a process escaped the group; do not wait long for that one.
+    if out.open {
+        let drain = async {
+            while let Ok(Some(raw)) = out.reader.next().await {
+                out.deliver(raw, &mut on_line);
+            }
+        };
+        // Why: a timeout here only means an escaped process holds the pipe open.
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
+    let stderr_tail = match tokio::time::timeout(Duration::from_secs(2), stderr_task).await {
+        Ok(Ok(tail)) => tail,
+        _ => String::new(),
+    };
+    Ok(Exit {
+        ended,
+        stderr_tail,
+        pid,
+    })
+}
+
+/// Starts the agent in a process group of its own, with PDEATHSIG, its stdio piped.
+fn spawn(spec: &CommandSpec, extra_env: &BTreeMap<String, String>) -> Result<Child, SpawnError> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(&spec.env)
@@ -169,7 +244,7 @@ pub async fn run(
         reason = "this is the one spawn site of agents"
     )]
     let spawned = cmd.spawn();
-    let mut child = spawned.map_err(|source| SpawnError {
+    spawned.map_err(|source| SpawnError {
         program: spec.program.clone(),
         hint: if source.kind() == io::ErrorKind::NotFound {
             " (is it installed and on PATH?)"
@@ -177,33 +252,32 @@ pub async fn run(
             ""
         },
         source,
-    })?;
-    let pid = child.id().expect("a just-spawned child has a pid");
-    on_start(pid);
+    })
+}
 
-    let stdin_task = match (child.stdin.take(), spec.stdin.clone()) {
-        (Some(mut stdin), Some(bytes)) => Some(tokio::spawn(async move {
-            // Why: an agent may exit without reading its prompt; the write then fails with a
-            // broken pipe and the exit status tells the story.
-            let _ = stdin.write_all(&bytes).await;
-            let _ = stdin.shutdown().await;
-        })),
-        _ => None,
-    };
-    let started = Instant::now();
-    let activity = Arc::new(AtomicU64::new(0));
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let stderr_task = tokio::spawn(tail_stderr(
-        stderr,
-        limits.stderr_tail,
-        activity.clone(),
-        started,
-    ));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut reader = LineReader::new(stdout, limits.max_line);
+/// Why the watch of a running agent ended.
+enum Stop {
+    Exited(std::process::ExitStatus),
+    Timeout,
+    Idle,
+    Cancelled,
+    Lingered,
+}
 
-    let mut deliver = |raw: RawLine, activity: &AtomicU64| -> Flow {
-        activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+/// The agent's stdout: lines to deliver, and the time of the last activity.
+struct Stdout {
+    reader: LineReader<ChildStdout>,
+    open: bool,
+    /// Milliseconds after `started` of the last output on stdout or stderr.
+    activity: Arc<AtomicU64>,
+    started: Instant,
+    max_line: usize,
+}
+
+impl Stdout {
+    fn deliver(&self, raw: RawLine, on_line: &mut impl FnMut(Line<'_>) -> Flow) -> Flow {
+        self.activity
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match raw {
             RawLine::Line(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => on_line(Line::Text(text.strip_suffix('\r').unwrap_or(text))),
@@ -214,92 +288,58 @@ pub async fn run(
             },
             RawLine::TooLong(n) => on_line(Line::Invalid(format!(
                 "line of {n} bytes exceeds the {} byte limit and was dropped",
-                limits.max_line
+                self.max_line
             ))),
         }
-    };
-
-    let deadline = tokio::time::Instant::from_std(started + limits.timeout);
-    let mut stdout_open = true;
-    let mut terminal_at: Option<tokio::time::Instant> = None;
-    enum Stop {
-        Exited(std::process::ExitStatus),
-        Timeout,
-        Idle,
-        Cancelled,
-        Lingered,
     }
-    let stop = loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let idle_at = tokio::time::Instant::from_std(started + last + limits.idle_timeout);
+
+    /// How long since the last output.
+    fn last_activity(&self) -> Duration {
+        Duration::from_millis(self.activity.load(Ordering::Relaxed))
+    }
+}
+
+/// Delivers the agent's lines until it exits, runs out of time, stays silent too long, lingers
+/// after its terminal event, or is cancelled.
+async fn watch(
+    child: &mut Child,
+    out: &mut Stdout,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    on_line: &mut impl FnMut(Line<'_>) -> Flow,
+) -> Stop {
+    let started = out.started;
+    let deadline = tokio::time::Instant::from_std(started + limits.timeout);
+    let mut terminal_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_at =
+            tokio::time::Instant::from_std(started + out.last_activity() + limits.idle_timeout);
         let settle_at = terminal_at.map(|t| t + limits.settle);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Stop::Cancelled,
-            status = child.wait() => match status {
-                Ok(status) => break Stop::Exited(status),
-                Err(_) => break Stop::Cancelled,
+            _ = cancel.cancelled() => return Stop::Cancelled,
+            status = child.wait() => return match status {
+                Ok(status) => Stop::Exited(status),
+                Err(_) => Stop::Cancelled,
             },
-            line = reader.next(), if stdout_open => match line {
+            line = out.reader.next(), if out.open => match line {
                 Ok(Some(raw)) => {
-                    if deliver(raw, &activity) == Flow::Terminal && terminal_at.is_none() {
+                    if out.deliver(raw, on_line) == Flow::Terminal && terminal_at.is_none() {
                         terminal_at = Some(tokio::time::Instant::now());
                     }
                 }
-                Ok(None) | Err(_) => stdout_open = false,
+                Ok(None) | Err(_) => out.open = false,
             },
-            _ = tokio::time::sleep_until(deadline) => break Stop::Timeout,
+            _ = tokio::time::sleep_until(deadline) => return Stop::Timeout,
             _ = tokio::time::sleep_until(idle_at) => {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                if started.elapsed() >= last + limits.idle_timeout {
-                    break Stop::Idle;
+                if started.elapsed() >= out.last_activity() + limits.idle_timeout {
+                    return Stop::Idle;
                 }
             }
             _ = async { tokio::time::sleep_until(settle_at.expect("guarded")).await },
-                if settle_at.is_some() => break Stop::Lingered,
+                if settle_at.is_some() => return Stop::Lingered,
         }
-    };
-
-    let ended = match stop {
-        Stop::Exited(status) => {
-            // The leader is gone; so must be whatever it left behind in its group.
-            signal_group(pid, libc::SIGKILL);
-            exit_of(status)
-        }
-        other => {
-            terminate(&mut child, pid, limits.kill_grace).await;
-            match other {
-                Stop::Timeout => Ended::TimedOut,
-                Stop::Idle => Ended::IdleTimedOut,
-                Stop::Cancelled => Ended::Cancelled,
-                Stop::Lingered => Ended::Lingered,
-                Stop::Exited(_) => unreachable!("handled above"),
-            }
-        }
-    };
-    // Read what the agent wrote before it died. Every writer in the group is dead, so EOF comes
-    // at once unless a process escaped the group; do not wait long for that one.
-    if stdout_open {
-        let drain = async {
-            while let Ok(Some(raw)) = reader.next().await {
-                deliver(raw, &activity);
-            }
-        };
-        // Why: a timeout here only means an escaped process holds the pipe open.
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
-    if let Some(task) = stdin_task {
-        task.abort();
-    }
-    let stderr_tail = match tokio::time::timeout(Duration::from_secs(2), stderr_task).await {
-        Ok(Ok(tail)) => tail,
-        _ => String::new(),
-    };
-    Ok(Exit {
-        ended,
-        stderr_tail,
-        pid,
-    })
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Ended {

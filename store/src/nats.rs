@@ -95,6 +95,76 @@ fn check_cas_safe(version_text: &str, replicas: usize) -> Result<(), StoreError>
     Ok(())
 }
 
+/// The client options: name, timeouts, event logging, credentials, token and TLS.
+async fn options(
+    config: &NatsConfig,
+    name: &str,
+    wait_for_server: bool,
+) -> Result<async_nats::ConnectOptions, StoreError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                other => tracing::debug!(%other, "NATS event"),
+            }
+        });
+    if wait_for_server {
+        opts = opts.retry_on_initial_connect();
+    }
+    if let Some(creds) = &config.credentials {
+        opts = opts.credentials_file(creds).await.map_err(|e| {
+            backend(
+                &format!("cannot read NATS credentials {}", creds.display()),
+                e,
+            )
+        })?;
+    }
+    if let Some(token) = &config.token {
+        opts = opts.token(token.clone());
+    }
+    if let Some(ca) = &config.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.tls_required {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts)
+}
+
+/// Makes sure the bucket and the token stream exist. A cluster that is still electing its
+/// JetStream leader refuses stream requests for a moment; a runner (`wait`) waits that out,
+/// the CLI reports it.
+async fn ensure_streams(
+    js: &jetstream::Context,
+    replicas: usize,
+    wait: bool,
+) -> Result<kv::Store, StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ensured = async {
+            let kv = ensure_bucket(js, replicas).await?;
+            ensure_queue(js, replicas).await?;
+            Ok::<_, StoreError>(kv)
+        };
+        match ensured.await {
+            Ok(kv) => return Ok(kv),
+            Err(e) if wait && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%e, "JetStream not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl NatsStore {
     /// Connects, checks the server version, and makes sure the bucket and the token stream
     /// exist (with `replicas` copies). `name` identifies the client in the server's logs.
@@ -109,41 +179,7 @@ impl NatsStore {
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| config.url.clone());
-        let mut opts = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("disconnected from NATS; reconnecting")
-                    }
-                    other => tracing::debug!(%other, "NATS event"),
-                }
-            });
-        if wait_for_server {
-            opts = opts.retry_on_initial_connect();
-        }
-        if let Some(creds) = &config.credentials {
-            opts = opts.credentials_file(creds).await.map_err(|e| {
-                backend(
-                    &format!("cannot read NATS credentials {}", creds.display()),
-                    e,
-                )
-            })?;
-        }
-        if let Some(token) = &config.token {
-            opts = opts.token(token.clone());
-        }
-        if let Some(ca) = &config.tls_ca {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        if config.tls_required {
-            opts = opts.require_tls(true);
-        }
+        let opts = options(config, name, wait_for_server).await?;
         let addrs = url
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
@@ -165,25 +201,7 @@ impl NatsStore {
         let version = parse_version(&version_text);
         check_cas_safe(&version_text, 1)?;
         let js = jetstream::new(client.clone());
-        let replicas = config.replicas.max(1);
-        // A cluster that is still electing its JetStream leader refuses stream requests for a
-        // moment; a runner waits that out, the CLI reports it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let kv = loop {
-            let ensured = async {
-                let kv = ensure_bucket(&js, replicas).await?;
-                ensure_queue(&js, replicas).await?;
-                Ok::<_, StoreError>(kv)
-            };
-            match ensured.await {
-                Ok(kv) => break kv,
-                Err(e) if wait_for_server && tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(%e, "JetStream not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let kv = ensure_streams(&js, config.replicas.max(1), wait_for_server).await?;
         // The bucket may have been made by another client, with other settings than ours.
         let bucket_replicas = js
             .get_stream(format!("KV_{BUCKET}"))

@@ -122,6 +122,7 @@ fn the_assignment_defaults_to_the_environment() {
 }
 
 #[test]
+// Long: a table of bad command lines, each with its expected refusal.
 fn bad_input_is_refused_clearly_and_changes_nothing() {
     let env = env();
     let aid = env.create("Target");

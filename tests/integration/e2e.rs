@@ -40,6 +40,7 @@ fn prompt_of(env: &TestEnv, job: &str) -> String {
 }
 
 #[test]
+// Long: one scenario from the first job to the last, checked at every step.
 fn the_full_loop_plan_pm_implement_pm_complete() {
     // The script names paths inside the env's work dir: build the env, then the script.
     let mut env = TestEnv::new(&BINS, json!({}), json!({}));
@@ -299,6 +300,7 @@ fn twenty_concurrent_inserts_are_all_kept_in_commit_order() {
 }
 
 #[test]
+// Long: one fault scenario: the kill, the writes around it, the restart and the recount.
 fn kill_9_of_the_runner_loses_nothing_and_reruns_the_interrupted_job() {
     let mut env = TestEnv::new(&BINS, json!({}), json!({}));
     let work = env.work.clone();

@@ -210,6 +210,7 @@ fn cancel_stops_the_group_and_retry_runs_the_job_again() {
 }
 
 #[test]
+// Long: the three budgets in turn, each with its own assignment.
 fn budgets_stop_a_running_job_and_block_the_assignment() {
     // Wall time: the agent hangs; the budget stops it.
     let mut env = TestEnv::new(&BINS, json!({}), json!({}));
@@ -299,6 +300,7 @@ fn budgets_stop_a_running_job_and_block_the_assignment() {
 }
 
 #[test]
+// Long: one fault scenario: two signals, the drain, the restart and the recount.
 fn sigterm_returns_running_jobs_to_pending_and_they_resume_after_restart() {
     let mut env = TestEnv::new(
         &BINS,

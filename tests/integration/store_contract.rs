@@ -28,6 +28,7 @@ fn job(id: &str) -> NewJob {
 
 /// Runs every contract check against an empty `store`; `reopen` closes it and opens the same
 /// store again (for durability).
+// Long: the store contract, property by property, run as one sequence on each backend.
 pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> Store) {
     // Create, get, list.
     let a = doc(&wf_runner::random::new_id());

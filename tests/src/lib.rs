@@ -353,6 +353,7 @@ impl TestEnv {
 
     /// Waits until assignment `id` satisfies `pred`, following the store's change feed (the
     /// runner's watch stream with the embedded store, a KV watch with NATS).
+    // Long: one wait, written out for each backend's change feed.
     pub fn wait_for(
         &self,
         id: &str,

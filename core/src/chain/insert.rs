@@ -112,6 +112,14 @@ pub fn new_assignment(
     }
 }
 
+/// The record of PM job `pm`, reviewing the jobs `reviews`.
+pub(super) fn pm_record(doc: &Assignment, pm: &NewJob, reviews: Vec<String>, now: Millis) -> Job {
+    let mut job = job_record(doc, pm, None, now);
+    job.job_type = JobType::Pm;
+    job.reviews = reviews;
+    job
+}
+
 pub(super) fn job_record(
     doc: &Assignment,
     new: &NewJob,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::model::{
-    Assignment, AssignmentStatus, FailureReason, JobStatus, JobType, Millis, Usage,
+    Assignment, AssignmentStatus, FailureReason, Job, JobStatus, JobType, Millis, Usage,
 };
 
 /// How a job's attempt ended, as the runner determined it.
@@ -72,7 +72,32 @@ pub fn record_attempt(
     let (true, Some(idx)) = (owns, idx) else {
         return Err(ChainError::Fenced(epoch));
     };
-    let job = &mut doc.jobs[idx];
+    apply_report(&mut doc.jobs[idx], report, now);
+    doc.usage.add(&report.usage);
+    doc.updated_at = now;
+    // A budget that ran out blocks the assignment (the stopped job, or its cost, says which).
+    let over = match (&report.outcome, &report.detail) {
+        (Outcome::Failed(FailureReason::Budget), Some(detail)) => Some(detail.clone()),
+        _ => cost_over_budget(doc),
+    };
+    if let Some(reason) = over {
+        if doc.status == AssignmentStatus::Active {
+            block(doc, reason, now);
+        }
+    }
+
+    let lease = doc.lease.as_mut().expect("ownership checked above");
+    lease.job_ids.retain(|j| j != job_id);
+    if !lease.job_ids.is_empty() {
+        return Ok(Recorded::UnitRunning);
+    }
+    doc.lease = None;
+
+    Ok(after_unit(doc, idx, pm, now))
+}
+
+/// Writes what the attempt reported into its job.
+fn apply_report(job: &mut Job, report: &AttemptReport, now: Millis) {
     job.session_id = report.session_id.clone().or(job.session_id.take());
     job.usage.add(&report.usage);
     job.failure_detail = report.detail.clone();
@@ -99,66 +124,48 @@ pub fn record_attempt(
             job.failure_detail = None;
         }
     }
-    doc.usage.add(&report.usage);
-    doc.updated_at = now;
-    // A budget that ran out blocks the assignment (the stopped job, or its cost, says which).
-    let over = match (&report.outcome, &report.detail) {
-        (Outcome::Failed(FailureReason::Budget), Some(detail)) => Some(detail.clone()),
-        _ => cost_over_budget(doc),
-    };
-    if let Some(reason) = over {
-        if doc.status == AssignmentStatus::Active {
-            block(doc, reason, now);
-        }
-    }
+}
 
-    let lease = doc.lease.as_mut().expect("ownership checked above");
-    lease.job_ids.retain(|j| j != job_id);
-    if !lease.job_ids.is_empty() {
-        return Ok(Recorded::UnitRunning);
-    }
-    doc.lease = None;
-
+/// The PM rule, once the unit of job `idx` has ended and its lease is released: a non-PM unit
+/// gets its PM; a PM that left nothing to run is run once more with a reminder; a reminded PM
+/// that again decides nothing blocks the assignment.
+fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Recorded {
     let unit = unit_range(&doc.jobs, idx);
     if !doc.jobs[unit.clone()]
         .iter()
         .all(|j| j.status.is_finished())
     {
-        return Ok(Recorded::UnitEnded);
+        return Recorded::UnitEnded;
     }
     let finished_pm = doc.jobs[idx].job_type == JobType::Pm;
     if finished_pm {
         doc.pm_rounds += 1;
     }
     if doc.status != AssignmentStatus::Active {
-        return Ok(Recorded::UnitEnded);
+        return Recorded::UnitEnded;
     }
     if !finished_pm {
         let reviews = doc.jobs[unit.clone()]
             .iter()
             .map(|j| j.id.clone())
             .collect();
-        let mut job = job_record(doc, pm, None, now);
-        job.job_type = JobType::Pm;
-        job.reviews = reviews;
+        let job = pm_record(doc, pm, reviews, now);
         doc.jobs.insert(unit.end, job);
-        return Ok(Recorded::PmInserted(pm.id.clone()));
+        return Recorded::PmInserted(pm.id.clone());
     }
     // The PM decided if it left something to run (or changed the status, handled above).
     if doc.jobs.iter().any(|j| !j.status.is_finished()) {
-        return Ok(Recorded::UnitEnded);
+        return Recorded::UnitEnded;
     }
     let this_pm = &doc.jobs[idx];
     if this_pm.pm_reminder {
         doc.status = AssignmentStatus::Blocked;
         doc.blocked_reason = Some(NO_DECISION_REASON.to_string());
-        return Ok(Recorded::Blocked);
+        return Recorded::Blocked;
     }
     let reviews = this_pm.reviews.clone();
-    let mut job = job_record(doc, pm, None, now);
-    job.job_type = JobType::Pm;
-    job.reviews = reviews;
+    let mut job = pm_record(doc, pm, reviews, now);
     job.pm_reminder = true;
     doc.jobs.insert(idx + 1, job);
-    Ok(Recorded::PmReminderInserted(pm.id.clone()))
+    Recorded::PmReminderInserted(pm.id.clone())
 }

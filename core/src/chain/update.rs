@@ -1,7 +1,7 @@
 //! `wf update-assignment`: status changes, artifacts, decisions and notes.
 
 use super::*;
-use crate::model::{Assignment, AssignmentStatus, JobType, Millis, Note};
+use crate::model::{Assignment, AssignmentStatus, Millis, Note};
 
 /// A change to an assignment's status or memory (`wf update-assignment`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,9 +121,8 @@ pub fn update_assignment(
             doc.status = AssignmentStatus::Active;
             doc.blocked_reason = None;
             if doc.lease.is_none() && current_unit(doc).is_none() {
-                let mut job = job_record(doc, pm, None, now);
-                job.job_type = JobType::Pm;
-                job.reviews = previous_unit_ids(doc, doc.jobs.len());
+                let reviews = previous_unit_ids(doc, doc.jobs.len());
+                let job = pm_record(doc, pm, reviews, now);
                 doc.jobs.push(job);
                 result = Updated::PmInserted(pm.id.clone());
             }

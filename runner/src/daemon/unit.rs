@@ -2,6 +2,7 @@
 //! (self-fencing when it cannot be), and each outcome is recorded with a CAS fenced by the
 //! lease epoch.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::paths;
 use crate::process::{self, Flow, Limits, Line};
 use wf_core::chain::{self, AttemptReport, Outcome};
 use wf_core::clock::now_ms;
-use wf_core::harness::{self, Ended, Parsed, RunLog, Verdict};
+use wf_core::config::HarnessConfig;
+use wf_core::harness::{self, CommandSpec, Ended, Parsed, RunLog, Verdict};
 use wf_core::model::{Assignment, FailureReason, Job};
 use wf_core::prompt::{self, PriorResult, PromptInput};
 use wf_store::wakeup::Token;
@@ -208,55 +210,10 @@ fn failed(reason: FailureReason, detail: String) -> Verdict {
 }
 
 async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> Attempted {
-    let prompt = match build_prompt(ctx, doc, job).await {
-        Ok(p) => p,
-        Err(e) => {
-            return Attempted::Done(
-                failed(
-                    FailureReason::SpawnError,
-                    format!("cannot build the prompt: {e:#}"),
-                ),
-                None,
-            )
-        }
+    let (prompt, harness_cfg, spec) = match prepare(ctx, doc, job).await {
+        Ok(prepared) => prepared,
+        Err(verdict) => return Attempted::Done(verdict, None),
     };
-    let Some(harness_cfg) = ctx.config.harnesses.get(&job.harness) else {
-        return Attempted::Done(
-            failed(
-                FailureReason::SpawnError,
-                format!(
-                    "harness {:?} is not configured on runner {}",
-                    job.harness, ctx.runner_id
-                ),
-            ),
-            None,
-        );
-    };
-    let spec = match harness::command(
-        harness_cfg,
-        job.model.as_deref(),
-        &prompt,
-        ctx.config.workdir.clone(),
-        ctx.running_as_root,
-    ) {
-        Ok(spec) => spec,
-        Err(e) => return Attempted::Done(failed(FailureReason::SpawnError, e.to_string()), None),
-    };
-    let mut spec = spec;
-    if let Some(max) = doc.budget.max_cost_usd {
-        let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
-        spec.args
-            .extend(harness::budget_args(harness_cfg, remaining));
-    }
-    let mut env = ctx.base_env.clone();
-    env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
-    env.insert("WF_JOB_ID".into(), job.id.clone());
-    env.insert("WF_JOB_TYPE".into(), job.job_type.to_string());
-    env.insert("WF_ATTEMPT".into(), job.attempt.to_string());
-    if let Some(g) = &job.group_id {
-        env.insert("WF_GROUP_ID".into(), g.clone());
-    }
-
     let transcript_path =
         paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt);
     let mut transcript = open_transcript(&transcript_path, &prompt);
@@ -270,7 +227,7 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
     let started = Instant::now();
     let exit = process::run(
         &spec,
-        &env,
+        &job_env(ctx, doc, job),
         &limits,
         stop.token(),
         |pid| tracing::info!(assignment = %doc.id, job = %job.id, job_type = %job.job_type, harness = %job.harness, attempt = job.attempt, pid, "agent started"),
@@ -308,39 +265,10 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
                     tracing::warn!(path = %path.display(), %e, "cannot write the stderr tail");
                 }
             }
-            let input = harness::JudgeInput {
-                ended: &exit.ended,
-                stderr_tail: &exit.stderr_tail,
-                format,
-                now: now_ms(),
-                pauses: job.pauses,
-                retry: &ctx.config.retry,
-            };
-            let mut verdict = harness::judge(&log, &input);
-            let model = job.model.as_deref().or(harness_cfg.model.as_deref());
-            harness::priced(&mut verdict.usage, &log, model, &ctx.config.prices);
-            if exit.ended == Ended::Cancelled {
-                match stop.reason() {
-                    Some(StopReason::LeaseLost) => {
-                        tracing::warn!(job = %job.id, "agent stopped: lease lost; not recording an outcome");
-                        return Attempted::Abandoned;
-                    }
-                    Some(StopReason::Cancelled) => {
-                        verdict.outcome = Outcome::Failed(FailureReason::Cancelled);
-                        verdict.detail = Some("cancelled by a human".into());
-                    }
-                    Some(StopReason::Budget(reason)) => {
-                        verdict.outcome = Outcome::Failed(FailureReason::Budget);
-                        verdict.detail = Some(reason);
-                    }
-                    Some(StopReason::Shutdown) | None => {
-                        verdict.outcome = Outcome::Requeue;
-                        verdict.detail =
-                            Some("the runner shut down; the job will run again".into());
-                    }
-                }
+            match judge(ctx, job, harness_cfg, &log, &exit, stop) {
+                Some(verdict) => verdict,
+                None => return Attempted::Abandoned,
             }
-            verdict
         }
     };
     tracing::info!(
@@ -348,6 +276,102 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         secs = started.elapsed().as_secs_f32(), "agent finished"
     );
     Attempted::Done(verdict, log.session_id)
+}
+
+/// The prompt, the harness and the command of an attempt, or the verdict of an attempt that
+/// cannot start.
+async fn prepare<'c>(
+    ctx: &'c Ctx,
+    doc: &Assignment,
+    job: &Job,
+) -> Result<(String, &'c HarnessConfig, CommandSpec), Verdict> {
+    let prompt = build_prompt(ctx, doc, job).await.map_err(|e| {
+        failed(
+            FailureReason::SpawnError,
+            format!("cannot build the prompt: {e:#}"),
+        )
+    })?;
+    let Some(harness_cfg) = ctx.config.harnesses.get(&job.harness) else {
+        return Err(failed(
+            FailureReason::SpawnError,
+            format!(
+                "harness {:?} is not configured on runner {}",
+                job.harness, ctx.runner_id
+            ),
+        ));
+    };
+    let mut spec = harness::command(
+        harness_cfg,
+        job.model.as_deref(),
+        &prompt,
+        ctx.config.workdir.clone(),
+        ctx.running_as_root,
+    )
+    .map_err(|e| failed(FailureReason::SpawnError, e.to_string()))?;
+    if let Some(max) = doc.budget.max_cost_usd {
+        let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
+        spec.args
+            .extend(harness::budget_args(harness_cfg, remaining));
+    }
+    Ok((prompt, harness_cfg, spec))
+}
+
+/// The environment of one attempt: the runner's agent environment and the job's `WF_*`.
+fn job_env(ctx: &Ctx, doc: &Assignment, job: &Job) -> BTreeMap<String, String> {
+    let mut env = ctx.base_env.clone();
+    env.insert("WF_ASSIGNMENT_ID".into(), doc.id.clone());
+    env.insert("WF_JOB_ID".into(), job.id.clone());
+    env.insert("WF_JOB_TYPE".into(), job.job_type.to_string());
+    env.insert("WF_ATTEMPT".into(), job.attempt.to_string());
+    if let Some(g) = &job.group_id {
+        env.insert("WF_GROUP_ID".into(), g.clone());
+    }
+    env
+}
+
+/// The verdict of an attempt that ran, priced; `None` when its outcome must not be recorded
+/// (the lease was lost).
+fn judge(
+    ctx: &Ctx,
+    job: &Job,
+    harness_cfg: &HarnessConfig,
+    log: &RunLog,
+    exit: &process::Exit,
+    stop: &StopSignal,
+) -> Option<Verdict> {
+    let input = harness::JudgeInput {
+        ended: &exit.ended,
+        stderr_tail: &exit.stderr_tail,
+        format: harness_cfg.format(),
+        now: now_ms(),
+        pauses: job.pauses,
+        retry: &ctx.config.retry,
+    };
+    let mut verdict = harness::judge(log, &input);
+    let model = job.model.as_deref().or(harness_cfg.model.as_deref());
+    harness::priced(&mut verdict.usage, log, model, &ctx.config.prices);
+    if exit.ended == Ended::Cancelled {
+        // Stopped by the runner: why decides the outcome.
+        match stop.reason() {
+            Some(StopReason::LeaseLost) => {
+                tracing::warn!(job = %job.id, "agent stopped: lease lost; not recording an outcome");
+                return None;
+            }
+            Some(StopReason::Cancelled) => {
+                verdict.outcome = Outcome::Failed(FailureReason::Cancelled);
+                verdict.detail = Some("cancelled by a human".into());
+            }
+            Some(StopReason::Budget(reason)) => {
+                verdict.outcome = Outcome::Failed(FailureReason::Budget);
+                verdict.detail = Some(reason);
+            }
+            Some(StopReason::Shutdown) | None => {
+                verdict.outcome = Outcome::Requeue;
+                verdict.detail = Some("the runner shut down; the job will run again".into());
+            }
+        }
+    }
+    Some(verdict)
 }
 
 fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::fs::File>> {

@@ -98,6 +98,7 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+// Long: one arm per script step; the arms are the fake agent's language.
 fn step(agent: &Agent, step: &Value) {
     let (kind, arg) = step
         .as_object()
