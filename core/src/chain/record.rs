@@ -96,6 +96,20 @@ pub fn record_attempt(
     Ok(after_unit(doc, idx, pm, now))
 }
 
+/// Where a PM reviewing the unit that ends before `after` goes: right after it, unless a job
+/// after it has already started (a retried unit earlier in the chain) — then at the end, where
+/// the PM can insert its next job after itself.
+fn pm_position(doc: &Assignment, after: usize) -> usize {
+    if doc.jobs[after..]
+        .iter()
+        .any(|j| j.status != JobStatus::Pending)
+    {
+        doc.jobs.len()
+    } else {
+        after
+    }
+}
+
 /// Writes what the attempt reported into its job.
 fn apply_report(job: &mut Job, report: &AttemptReport, now: Millis) {
     job.session_id = report.session_id.clone().or(job.session_id.take());
@@ -150,7 +164,8 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
             .map(|j| j.id.clone())
             .collect();
         let job = pm_record(doc, pm, reviews, now);
-        doc.jobs.insert(unit.end, job);
+        let at = pm_position(doc, unit.end);
+        doc.jobs.insert(at, job);
         return Recorded::PmInserted(pm.id.clone());
     }
     // The PM decided if it left something to run (or changed the status, handled above).
@@ -166,6 +181,7 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
     let reviews = this_pm.reviews.clone();
     let mut job = pm_record(doc, pm, reviews, now);
     job.pm_reminder = true;
-    doc.jobs.insert(idx + 1, job);
+    let at = pm_position(doc, idx + 1);
+    doc.jobs.insert(at, job);
     Recorded::PmReminderInserted(pm.id.clone())
 }

@@ -29,11 +29,11 @@ impl LeaseView<'_> {
 pub enum Readiness {
     /// Blocked, complete, or no unfinished job.
     Idle,
-    /// A live lease covers the current unit.
-    Leased,
     /// These jobs can be claimed now.
     Ready(Vec<String>),
-    /// Nothing can start before this instant (a paused job, or a lease about to expire).
+    /// Nothing can start before this instant: a paused job, or a live lease (another runner's,
+    /// which may die; or this runner's own, whose unit may have ended without releasing it —
+    /// self-fenced, or a record that gave up — and must be looked at again when it expires).
     WaitUntil(Millis),
 }
 
@@ -47,12 +47,7 @@ pub fn readiness(doc: &Assignment, view: &LeaseView<'_>) -> Readiness {
     }
     if let Some(lease) = &doc.lease {
         if view.is_live(lease) {
-            return if view.exclusive {
-                Readiness::Leased
-            } else {
-                // Another machine's runner may die; look again when its lease would expire.
-                Readiness::WaitUntil(lease.expires_at)
-            };
+            return Readiness::WaitUntil(lease.expires_at);
         }
     }
     let Some(unit) = current_unit(doc) else {

@@ -880,3 +880,83 @@ fn a_pm_that_decided_before_its_runner_died_does_not_run_again() {
     assert_eq!(c.job_ids, vec!["p1".to_string()]);
     assert_eq!(d.job("p1").unwrap().attempt, 2);
 }
+
+/// `wf retry` of a job that is not the last: its new PM goes to the end of the chain, where it
+/// can insert the next job after itself (it was put right after the retried job, before jobs
+/// that had already run, where every insert was refused and the assignment ended blocked with
+/// the false reason "PM made no decision").
+#[test]
+fn a_retried_job_that_is_not_last_gets_a_pm_that_can_decide() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    assert_eq!(
+        run_unit(&mut d, "p1", Outcome::Failed(FailureReason::Exit)),
+        Recorded::PmInserted("p1".into())
+    );
+    // The PM blocks the assignment on the failure.
+    let claim = claim_run(&mut d, &view(5_000), "host", LEASE).unwrap();
+    let block = AssignmentUpdate {
+        status: Some(AssignmentStatus::Blocked),
+        reason: Some("plan failed".into()),
+        ..AssignmentUpdate::default()
+    };
+    update_assignment(&mut d, &block, Caller::Job("p1"), &pm("unused"), 5_100).unwrap();
+    record_attempt(
+        &mut d,
+        claim.epoch,
+        "p1",
+        &report(Outcome::Complete),
+        &pm("x"),
+        5_200,
+    )
+    .unwrap();
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+
+    retry(&mut d, "j1", 6_000).unwrap();
+    assert_eq!(
+        run_unit(&mut d, "p2", Outcome::Complete),
+        Recorded::PmInserted("p2".into())
+    );
+    assert_eq!(ids(&d), ["j1", "p1", "p2"], "the new PM goes last");
+    assert_eq!(d.jobs[2].reviews, ["j1"]);
+    // The PM decides: its insert after itself is accepted.
+    let claim = claim_run(&mut d, &view(7_000), "host", LEASE).unwrap();
+    assert_eq!(claim.job_ids, ["p2"]);
+    ins(
+        &mut d,
+        &[new_job("i1", JobType::Implement)],
+        None,
+        &Position::After("p2".into()),
+        Caller::Job("p2"),
+        7_100,
+    )
+    .unwrap();
+    record_attempt(
+        &mut d,
+        claim.epoch,
+        "p2",
+        &report(Outcome::Complete),
+        &pm("p3"),
+        7_200,
+    )
+    .unwrap();
+    assert_eq!(ids(&d), ["j1", "p1", "p2", "i1"]);
+    assert_eq!(d.status, AssignmentStatus::Active);
+    check_invariants(&d).unwrap();
+}
+
+/// With the embedded store, a unit whose lease this runner still holds but no longer runs
+/// (self-fenced, or a record that gave up) is looked at again when the lease expires: the
+/// scheduler sets a timer for it instead of waiting for an unrelated event.
+#[test]
+fn an_own_lease_left_behind_sets_a_wakeup_at_its_expiry() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    claim_run(&mut d, &view(10), "host", LEASE).unwrap();
+    let expires = d.lease.as_ref().unwrap().expires_at;
+    assert_eq!(next_wakeup([&d], &view(20)), Some(expires));
+    assert!(matches!(
+        readiness(&d, &view(expires)),
+        Readiness::Ready(v) if v == ["j1"]
+    ));
+}
