@@ -44,6 +44,40 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Longest wait for another process to finish opening the store.
+const OPEN_LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Holds `<path>/wf-open.lock` while sled opens the database (see [`SledStore::open`]).
+fn open_lock(path: &Path, patience: Duration) -> Result<std::fs::File, StoreError> {
+    let lock_path = path.join("wf-open.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < patience => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
+    }
+}
+
 /// sled reports a held lock as an `Io` error that wraps `WouldBlock` in its message.
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
@@ -86,6 +120,11 @@ impl SledStore {
             ))
         })?;
         let started = Instant::now();
+        // sled 0.34 writes its `conf` file in two writes before it takes its own lock, so a
+        // concurrent first open can read it half-written and call the store corrupt. wf's own
+        // lock, held only while sled opens, orders the openers; the later one then finds sled's
+        // lock taken, which is "wait", not "corrupt".
+        let _opening = open_lock(path, wait.max(OPEN_LOCK_PATIENCE))?;
         let mut pause = Duration::from_millis(5);
         let db = loop {
             match sled::Config::new().path(path).open() {
