@@ -60,6 +60,9 @@ impl Client {
                 ))))
             }
         };
+        if let Err(e) = crate::paths::trusted_socket(socket) {
+            return Err(ConnectError::Failed(OpError::Unavailable(e.to_string())));
+        }
         let unavailable = |e: tokio_tungstenite::tungstenite::Error| {
             ConnectError::Failed(OpError::Unavailable(format!(
                 "the runner at {} did not accept the session: {e}",

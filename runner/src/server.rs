@@ -33,9 +33,10 @@ pub struct ServerState {
 /// Binds the socket at `path` with mode 0600, replacing a stale socket of a dead runner.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        if dir.starts_with(crate::paths::short_socket_dir()) {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if dir == crate::paths::short_socket_dir() {
+            crate::paths::ensure_private_dir(dir)?;
+        } else {
+            std::fs::create_dir_all(dir)?;
         }
     }
     // The caller holds the store's lock, so no other runner of this store is alive: a socket
