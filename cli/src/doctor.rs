@@ -33,6 +33,8 @@ struct StoreReport {
     detail: String,
     /// Documents no runner can read: corrupt, or written by a newer wf.
     unreadable: Vec<wf_store::Unreadable>,
+    /// What may not hold as one expects, without stopping anything.
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,10 +119,23 @@ async fn store_report(config: &Config) -> StoreReport {
         reachable: false,
         detail,
         unreadable: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut backend = match Backend::open(config).await {
         Ok(b) => b,
         Err(e) => return unreachable(e.to_string()),
+    };
+    let warnings = match &backend {
+        Backend::Direct {
+            store: wf_store::Store::Nats(n),
+            ..
+        } if n.bucket_replicas() < 2 => vec![format!(
+            "the state bucket has 1 replica: nats-server acknowledges a write before it is on \
+             disk and fsyncs every sync_interval (2 minutes by default), so a power loss or \
+             kernel panic (not a process crash) can lose acknowledged writes; run a cluster \
+             with store.replicas 3, or set `jetstream {{ sync_interval: always }}` on the server"
+        )],
+        _ => Vec::new(),
     };
     let detail = match &backend {
         Backend::Runner(client) => format!(
@@ -150,6 +165,7 @@ async fn store_report(config: &Config) -> StoreReport {
                 reachable: true,
                 detail: format!("{detail}; {} assignment(s){skipped}", check.assignments),
                 unreadable: check.unreadable,
+                warnings,
             }
         }
         Err(e) => unreachable(e.to_string()),
@@ -224,10 +240,13 @@ fn render(r: &Report) -> String {
         },
         r.store.detail
     );
+    for w in &r.store.warnings {
+        out.push_str(&format!("  warning      {w}\n"));
+    }
     for u in &r.store.unreadable {
         out.push_str(&format!("  unreadable   {}: {}\n", u.key, u.reason));
     }
-    if !r.store.unreadable.is_empty() {
+    if !r.store.unreadable.is_empty() || !r.store.warnings.is_empty() {
         out.push('\n');
     }
     let rows: Vec<Vec<String>> = r

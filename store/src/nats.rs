@@ -46,6 +46,8 @@ struct Inner {
     kv: kv::Store,
     ns: Namespace,
     version: (u32, u32, u32),
+    /// Copies of the state bucket the cluster keeps.
+    replicas: usize,
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
 }
@@ -219,10 +221,18 @@ impl NatsStore {
                 kv,
                 ns: ns.clone(),
                 version,
+                replicas: bucket_replicas,
                 changes,
                 watcher: OnceLock::new(),
             }),
         })
+    }
+
+    /// How many copies of the state bucket the cluster keeps. With one, an acknowledged write
+    /// is safe from a process crash but not from a power loss or kernel panic until
+    /// nats-server fsyncs it (every `sync_interval`, 2 minutes by default).
+    pub fn bucket_replicas(&self) -> usize {
+        self.inner.replicas
     }
 
     /// The server's version, as it reported it.
