@@ -86,6 +86,10 @@ type Result<T> = std::result::Result<T, Failure>;
 
 /// The `wf` entry point.
 pub fn main_impl() -> ExitCode {
+    // The demo runs a runner in this process; its guardian is this executable too.
+    if let Some(code) = wf_runner::guard::main_if_requested() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

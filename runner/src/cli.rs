@@ -30,6 +30,9 @@ struct Args {
 
 /// The `wf-runner` entry point.
 pub fn main_impl() -> ExitCode {
+    if let Some(code) = crate::guard::main_if_requested() {
+        return code;
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -7,7 +7,9 @@
 //! - [`ops`]: what `wf` commands do, over a store; [`api`]: the control protocol and its
 //!   interpreter; [`server`] and [`client`]: the control socket.
 //! - [`daemon`]: the runner loop; [`process`]: the only place that spawns agents;
-//!   [`reaper`]: kills agents of dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
+//!   [`guard`]: the guardian that stops a dead runner's agents; [`liveness`]: which runners
+//!   of a state directory are alive; [`reaper`]: kills agents of
+//!   dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
 //!   where `wf` is, and the agents' environment.
 //! - [`main_impl`]: the `wf-runner` binary.
 
@@ -15,6 +17,8 @@ pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod env;
+pub mod guard;
+pub mod liveness;
 pub mod ops;
 pub mod paths;
 pub mod process;

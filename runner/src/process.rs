@@ -35,6 +35,11 @@ pub struct Limits {
     pub max_line: usize,
     /// How much of the end of stderr is kept, in bytes.
     pub stderr_tail: usize,
+    /// `NAME=value` pairs in the environment of every process of this attempt (the runner's
+    /// `WF_RUNNER_ID`, `WF_JOB_ID`, `WF_ATTEMPT`; children inherit them). When the attempt
+    /// ends, every process that carries all of them is stopped with the agent's group, in
+    /// whatever session or group it moved to. Empty: the group only.
+    pub marker: Vec<(String, String)>,
 }
 
 impl Limits {
@@ -47,8 +52,36 @@ impl Limits {
             settle: Duration::from_secs(30),
             max_line: 8 * 1024 * 1024,
             stderr_tail: 16 * 1024,
+            marker: Vec::new(),
         }
     }
+
+    /// These limits, stopping also every process that carries `marker` in its environment.
+    pub fn with_marker(mut self, marker: Vec<(String, String)>) -> Self {
+        self.marker = marker;
+        self
+    }
+}
+
+/// Sends `signal` to every process (other than this one) whose environment carries all of
+/// `marker`, until none is left or `passes` scans have been made; returns how many were
+/// signalled. A process forking while it is killed leaves children that the next pass finds.
+pub fn signal_marked(marker: &[(String, String)], signal: i32, passes: usize) -> usize {
+    let mut signalled = 0;
+    for _ in 0..passes {
+        let found = crate::reaper::find_marked(marker);
+        if found.is_empty() {
+            break;
+        }
+        for p in &found {
+            signal_pid(p.pid, signal);
+        }
+        signalled += found.len();
+        if signal != libc::SIGKILL {
+            break;
+        }
+    }
+    signalled
 }
 
 /// One line of stdout.
@@ -134,6 +167,13 @@ pub async fn run(
 ) -> Result<Exit, SpawnError> {
     let mut child = spawn(spec, extra_env)?;
     let pid = child.id().expect("a just-spawned child has a pid");
+    // If this future is dropped before the end (a panic above it, an abort), nothing of the
+    // attempt may live on unsupervised.
+    let mut guard = KillOnDrop {
+        pid,
+        marker: &limits.marker,
+        armed: true,
+    };
     on_start(pid);
 
     let stdin_task = match (child.stdin.take(), spec.stdin.clone()) {
@@ -163,23 +203,7 @@ pub async fn run(
         max_line: limits.max_line,
     };
     let stop = watch(&mut child, &mut out, limits, cancel, &mut on_line).await;
-    let ended = match stop {
-        Stop::Exited(status) => {
-            // The leader is gone; so must be whatever it left behind in its group.
-            signal_group(pid, libc::SIGKILL);
-            exit_of(status)
-        }
-        other => {
-            terminate(&mut child, pid, limits.kill_grace).await;
-            match other {
-                Stop::Timeout => Ended::TimedOut,
-                Stop::Idle => Ended::IdleTimedOut,
-                Stop::Cancelled => Ended::Cancelled,
-                Stop::Lingered => Ended::Lingered,
-                Stop::Exited(_) => unreachable!("handled above"),
-            }
-        }
-    };
+    let ended = stop_all(&mut child, pid, stop, limits).await;
     // Read what the agent wrote before it died. Every writer in the group is dead, so EOF comes
     // at once unless a process escaped the group; do not wait long for that one.
     if out.open {
@@ -198,11 +222,51 @@ pub async fn run(
         Ok(Ok(tail)) => tail,
         _ => String::new(),
     };
+    guard.armed = false;
     Ok(Exit {
         ended,
         stderr_tail,
         pid,
     })
+}
+
+/// Kills an attempt's group and marked processes when dropped armed.
+struct KillOnDrop<'a> {
+    pid: u32,
+    marker: &'a [(String, String)],
+    armed: bool,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pid, libc::SIGKILL);
+            signal_marked(self.marker, libc::SIGKILL, KILL_PASSES);
+        }
+    }
+}
+
+/// Ends the attempt: whatever the leader left behind (or, when it was stopped, the leader
+/// and everything else: TERM, grace, KILL), in its group or not.
+async fn stop_all(child: &mut Child, pid: u32, stop: Stop, limits: &Limits) -> Ended {
+    match stop {
+        Stop::Exited(status) => {
+            // The leader is gone; so must be whatever it left behind, in its group or not.
+            signal_group(pid, libc::SIGKILL);
+            signal_marked(&limits.marker, libc::SIGKILL, KILL_PASSES);
+            exit_of(status)
+        }
+        other => {
+            terminate(child, pid, limits).await;
+            match other {
+                Stop::Timeout => Ended::TimedOut,
+                Stop::Idle => Ended::IdleTimedOut,
+                Stop::Cancelled => Ended::Cancelled,
+                Stop::Lingered => Ended::Lingered,
+                Stop::Exited(_) => unreachable!("handled above"),
+            }
+        }
+    }
 }
 
 /// Starts the agent in a process group of its own, with PDEATHSIG, its stdio piped.
@@ -253,6 +317,31 @@ fn spawn(spec: &CommandSpec, extra_env: &BTreeMap<String, String>) -> Result<Chi
         },
         source,
     })
+}
+
+/// Starts the runner's guardian (see [`crate::guard`]): this executable with
+/// [`crate::guard::GUARD_ARG`], in a process group of its own, its stdin a pipe the runner
+/// holds.
+pub(crate) fn spawn_guardian(runner_id: &str) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    // `/proc/self/exe`, not the path: it is the running binary even when an upgrade replaced
+    // (unlinked) the file since this runner started.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg0("wf-runner-guardian");
+    cmd.arg(crate::guard::GUARD_ARG)
+        .arg(runner_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    // Not an agent: it carries no WF_RUNNER_ID, so that it is never among what it kills.
+    cmd.env_remove("WF_RUNNER_ID");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the guardian is the runner's own helper, not an agent"
+    )]
+    let child = cmd.spawn()?;
+    Ok(child)
 }
 
 /// Why the watch of a running agent ended.
@@ -351,17 +440,22 @@ fn exit_of(status: std::process::ExitStatus) -> Ended {
 }
 
 /// TERM to the group, wait up to `grace` for the leader, then KILL the group.
+/// Scans for marked processes after a kill, at most this many times.
+const KILL_PASSES: usize = 5;
+
 async fn terminate(
     child: &mut tokio::process::Child,
     pgid: u32,
-    grace: Duration,
+    limits: &Limits,
 ) -> Option<std::process::ExitStatus> {
     signal_group(pgid, libc::SIGTERM);
-    let status = match tokio::time::timeout(grace, child.wait()).await {
+    signal_marked(&limits.marker, libc::SIGTERM, 1);
+    let status = match tokio::time::timeout(limits.kill_grace, child.wait()).await {
         Ok(Ok(status)) => Some(status),
         _ => None,
     };
     signal_group(pgid, libc::SIGKILL);
+    signal_marked(&limits.marker, libc::SIGKILL, KILL_PASSES);
     match status {
         Some(s) => Some(s),
         None => child.wait().await.ok(),

@@ -1,4 +1,5 @@
-//! Finding and killing agent processes left behind by dead runners.
+//! Finding and killing agent processes by the marks in their environment: the ones dead
+//! runners left behind, and every process of one attempt.
 //!
 //! Every agent gets `WF_RUNNER_ID` in its environment, and its children inherit it. When a
 //! runner starts, it kills the process groups of processes that carry the id of a runner known
@@ -16,8 +17,6 @@ pub struct Orphan {
     pub pid: u32,
     /// Its process group.
     pub pgid: u32,
-    /// The job it was working on, if known.
-    pub job: Option<String>,
 }
 
 /// Processes (readable by us) whose environment has `WF_RUNNER_ID` in `dead`.
@@ -25,6 +24,29 @@ pub fn find_orphans(dead: &HashSet<String>) -> Vec<Orphan> {
     if dead.is_empty() {
         return Vec::new();
     }
+    find(|vars| {
+        vars.iter()
+            .find_map(|v| v.strip_prefix(b"WF_RUNNER_ID="))
+            .is_some_and(|r| dead.contains(String::from_utf8_lossy(r).as_ref()))
+    })
+}
+
+/// Processes (readable by us, other than this one) whose environment has every one of
+/// `marker`'s `NAME=value` pairs: the processes of one attempt, whatever session or process
+/// group they moved to (the CLIs' shell tools start commands in sessions of their own).
+pub fn find_marked(marker: &[(String, String)]) -> Vec<Orphan> {
+    if marker.is_empty() {
+        return Vec::new();
+    }
+    let wanted: Vec<Vec<u8>> = marker
+        .iter()
+        .map(|(k, v)| format!("{k}={v}").into_bytes())
+        .collect();
+    find(|vars| wanted.iter().all(|w| vars.contains(&w.as_slice())))
+}
+
+/// Processes whose environment (`NAME=value` entries) satisfies `pred`.
+fn find(pred: impl Fn(&[&[u8]]) -> bool) -> Vec<Orphan> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -44,20 +66,12 @@ pub fn find_orphans(dead: &HashSet<String>) -> Vec<Orphan> {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        let mut runner = None;
-        let mut job = None;
-        for var in environ.split(|&b| b == 0) {
-            if let Some(v) = var.strip_prefix(b"WF_RUNNER_ID=") {
-                runner = Some(String::from_utf8_lossy(v).into_owned());
-            } else if let Some(v) = var.strip_prefix(b"WF_JOB_ID=") {
-                job = Some(String::from_utf8_lossy(v).into_owned());
-            }
-        }
-        if !runner.is_some_and(|r| dead.contains(&r)) {
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if !pred(&vars) {
             continue;
         }
         if let Some(pgid) = pgid_of(&entry.path()) {
-            found.push(Orphan { pid, pgid, job });
+            found.push(Orphan { pid, pgid });
         }
     }
     found

@@ -376,6 +376,13 @@ fn kill_9_of_the_runner_loses_nothing_and_reruns_the_interrupted_job() {
     while acked.lock().unwrap().len() < 5 {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The guardian would kill the grandchild the moment the runner dies (tested in
+    // faults::kill_9_of_the_runner_takes_its_agents_escaped_children_with_it); here it dies
+    // first, as it might under the OOM killer, so that the second line of defence, the
+    // restart's reaper, is what is tested.
+    let guardian = wf_tests::guardian_pid(env.runner_pid()).expect("the runner's guardian");
+    wf_tests::kill_pid(guardian, libc::SIGKILL);
+    assert!(wait_gone(guardian, Duration::from_secs(5)));
     env.signal_runner(libc::SIGKILL);
     let before_restart = acked.lock().unwrap().len();
     while acked.lock().unwrap().len() < before_restart + 5 {
@@ -384,8 +391,8 @@ fn kill_9_of_the_runner_loses_nothing_and_reruns_the_interrupted_job() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 
-    // The agent died with its runner; the grandchild it left is still there until a runner
-    // of this store starts again and reaps it.
+    // The agent died with its runner; with the guardian gone, the grandchild it left is still
+    // there until a runner of this store starts again and reaps it.
     assert!(
         wait_gone(agent_pid, Duration::from_secs(10)),
         "the agent outlived its runner"

@@ -243,10 +243,13 @@ fn budgets_stop_a_running_job_and_block_the_assignment() {
         Duration::from_millis(doc.jobs[0].completed_at.unwrap() - doc.jobs[0].started_at.unwrap());
 
     // Cost: the job reports $0.50 against a $0.30 budget: blocked, no PM.
-    let env2 = TestEnv::new(
-        &BINS,
-        json!({"implement": [{"init": true}, {"result": {"text": "spent", "cost": 0.5}}], "pm": pm_completes()}),
-        json!({}),
+    let env2 = TestEnv::new(&BINS, json!({}), json!({}));
+    let records = env2.work.join("records").display().to_string();
+    script(
+        &env2,
+        json!({"implement": [{"record": records}, {"init": true},
+                             {"result": {"text": "spent", "cost": 0.5}}],
+               "pm": pm_completes()}),
     );
     let mut env2 = env2;
     env2.start_runner();
@@ -268,8 +271,18 @@ fn budgets_stop_a_running_job_and_block_the_assignment() {
         Some("budget exceeded: spent $0.50, maxCostUsd is $0.30")
     );
     assert_eq!(doc.jobs.len(), 1);
-    // The runner told Claude the budget too.
-    assert!(env2.wf_json(&["assignment", &aid])["budget"]["maxCostUsd"].as_f64() == Some(0.3));
+    // The runner told Claude the budget too: the agent's own argv carries it.
+    let args = &env2.records("records")[0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["--max-budget-usd", "0.3000"]),
+        "{args:?}"
+    );
 
     // Jobs: the second non-PM job is not started.
     let mut env3 = TestEnv::new(
@@ -536,5 +549,241 @@ fn unreadable_documents_are_skipped_and_reported() {
         2,
         "nothing: 3 of 3 other assignments complete; the two documents were never claimed",
         started.elapsed(),
+    );
+}
+
+/// A harness whose agent does what the real CLIs' shell tools do: it starts a process in a
+/// session of its own (`setsid`, like Claude Code's Bash tool and Codex's exec) and a `node`
+/// child spawned `detached` (like Gemini CLI's shell), writes their pids and its own to
+/// `work/<job>.{setsid,node,leader}`, then runs `then` (a shell command).
+fn escaping_harness(work: &std::path::Path, then: &str) -> Value {
+    let script = format!(
+        r#"echo $$ > "$W/$WF_JOB_ID.leader"
+setsid sh -c 'echo $$ > "$W/$WF_JOB_ID.setsid.tmp" && mv "$W/$WF_JOB_ID.setsid.tmp" "$W/$WF_JOB_ID.setsid"; exec sleep 4242' &
+node -e "const c = require('child_process').spawn('sleep', ['4243'], {{detached: true, stdio: 'ignore'}}); require('fs').writeFileSync(process.env.W + '/' + process.env.WF_JOB_ID + '.node', String(c.pid)); c.unref()"
+while [ ! -s "$W/$WF_JOB_ID.setsid" ]; do sleep 0.05; done
+echo started
+{then}"#
+    );
+    json!({
+        "command": "bash",
+        "args": ["-c", script],
+        "format": "text",
+        "env": {"W": work.display().to_string()}
+    })
+}
+
+/// The pids an escaping agent of `job` wrote, waiting up to 30 s for them.
+fn escaped_pids(work: &std::path::Path, job: &str) -> (u32, u32, u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = |ext: &str| {
+            std::fs::read_to_string(work.join(format!("{job}.{ext}")))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+        };
+        if let (Some(l), Some(s), Some(n)) = (read("leader"), read("setsid"), read("node")) {
+            return (l, s, n);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent of {job} never wrote its pids"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The group of `pid` and its session, from /proc.
+fn group_and_session(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    Some((f[2].parse().ok()?, f[3].parse().ok()?))
+}
+
+/// Tool processes in sessions and groups of their own die with their attempt: when the agent
+/// exits by itself, and when it is stopped (timeout, cancel).
+#[test]
+fn tool_processes_that_leave_the_group_die_with_their_attempt() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    let work = env.work.clone();
+    let extra = json!({
+        "timeoutMs": 4000,
+        "harnesses": {
+            "escape-exit": escaping_harness(&work, "exit 0"),
+            "escape-hang": escaping_harness(&work, "sleep 600")
+        }
+    });
+    let config_path = env.root.join(".wf/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    wf_tests::merge(&mut config, &extra);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    script(&env, json!({"pm": pm_completes()}));
+    env.start_runner();
+    let mut cases = Vec::new();
+    for (harness, expected) in [
+        ("escape-exit", JobStatus::Complete),
+        ("escape-hang", JobStatus::Failed),
+        ("escape-hang", JobStatus::Failed),
+    ] {
+        let aid = env.create(harness);
+        let out = env.wf_ok(&[
+            "insert-job",
+            &aid,
+            "--type",
+            "implement",
+            "--harness",
+            harness,
+        ]);
+        cases.push((aid, out.trim().to_string(), expected));
+    }
+    // The third is cancelled once its tools run; the second runs into timeoutMs.
+    let (leader, setsid, node) = escaped_pids(&work, &cases[2].1);
+    env.wf_ok(&["cancel", &cases[2].1]);
+    let mut stopped = 0;
+    let started = Instant::now();
+    for (i, (aid, job, expected)) in cases.iter().enumerate() {
+        let (l, s, n) = if i == 2 {
+            (leader, setsid, node)
+        } else {
+            escaped_pids(&work, job)
+        };
+        let doc = env.wait_for(aid, LONG, |d| d.jobs[0].status.is_finished());
+        assert_eq!(doc.jobs[0].status, *expected, "{doc:#?}");
+        // They really left: a session (setsid) and a group (detached) other than the leader's.
+        if let (Some((lg, ls)), Some((_, ss)), Some((ng, _))) = (
+            group_and_session(l),
+            group_and_session(s),
+            group_and_session(n),
+        ) {
+            assert_ne!(ss, ls, "the setsid child shares the leader's session");
+            assert_ne!(ng, lg, "the detached child shares the leader's group");
+        }
+        for pid in [l, s, n] {
+            assert!(
+                wait_gone(pid, Duration::from_secs(3)),
+                "process {pid} of job {job} outlived its attempt\n{}",
+                env.runner_log()
+            );
+            stopped += 1;
+        }
+    }
+    assert_eq!(stopped, 9);
+    record(
+        "tool_processes_that_leave_the_group_die_with_their_attempt",
+        "an agent starts a `setsid` child (as Claude Code's and Codex's shell tools do) and a `node` child spawned `detached` (as Gemini CLI's does), then exits, hangs into timeoutMs, or is cancelled",
+        "when the attempt ends, every process carrying its WF_RUNNER_ID, WF_JOB_ID and WF_ATTEMPT is stopped (TERM with the group, then KILL), whatever its session or group",
+        3,
+        "nothing: 9 of 9 processes gone (leader, setsid child, detached node child, for each attempt)",
+        started.elapsed(),
+    );
+}
+
+/// After `kill -9` of the runner, nothing any of its attempts started survives: the guardian
+/// the runner started sees its pipe close and kills every process carrying the runner's id.
+#[test]
+fn kill_9_of_the_runner_takes_its_agents_escaped_children_with_it() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    let work = env.work.clone();
+    let extra = json!({"harnesses": {"escape-hang": escaping_harness(&work, "sleep 600")}});
+    let config_path = env.root.join(".wf/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    wf_tests::merge(&mut config, &extra);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.start_runner();
+    let mut pids = Vec::new();
+    for i in 0..2 {
+        let name = format!("escape {i}");
+        let aid = env
+            .wf_ok(&["create", &name, "--independent"])
+            .trim()
+            .to_string();
+        let job = env.wf_ok(&[
+            "insert-job",
+            &aid,
+            "--type",
+            "implement",
+            "--harness",
+            "escape-hang",
+            "--json",
+        ]);
+        let job: Value = serde_json::from_str(&job).unwrap();
+        let job = job["jobs"][0]["id"].as_str().unwrap().to_string();
+        let (l, s, n) = escaped_pids(&work, &job);
+        pids.extend([l, s, n]);
+    }
+    assert!(pids.iter().all(|&p| wf_tests::alive(p)), "not all started");
+    let killed = Instant::now();
+    env.signal_runner(libc::SIGKILL);
+    for &pid in &pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(2)),
+            "process {pid} survived the runner's kill -9 by 2 s\n{}",
+            env.runner_log()
+        );
+    }
+    let took = killed.elapsed();
+    record(
+        "kill_9_of_the_runner_takes_its_agents_escaped_children_with_it",
+        "kill -9 of the runner while 2 agents run, each with a `setsid` child and a detached `node` child",
+        "the runner's guardian (its own process group, reading a pipe the runner holds) sees the pipe close and kills every process carrying the runner's WF_RUNNER_ID; PDEATHSIG takes the leaders",
+        1,
+        &format!("nothing: {} of {} processes gone", pids.len(), pids.len()),
+        took,
+    );
+}
+
+/// With the embedded store one runner serves a state directory: a second runner on the same
+/// directory (with another database, so the store's own lock does not stop it) is refused with
+/// an error naming the live runner, and the first one's work is untouched.
+#[test]
+fn a_second_runner_on_an_embedded_state_directory_is_refused() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    let work = env.work.clone();
+    script(
+        &env,
+        json!({
+            "plan": [{"record": work.join("records").display().to_string()}, {"init": true},
+                     {"sleepMs": 2000}, {"result": "planned"}],
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "beside a refused runner", "--start", "plan"])
+        .trim()
+        .to_string();
+    env.wait_records("records", 1, LONG);
+    let agent: u32 = env.records("records")[0]["pid"].as_u64().unwrap() as u32;
+    let config_path = env.root.join(".wf/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["store"] = json!({"kind": "sled", "path": ".wf/other-db"});
+    let other = env.root.join(".wf/other.json");
+    std::fs::write(&other, config.to_string()).unwrap();
+    let started = Instant::now();
+    env.start_runner_sharing(1, Some(&other), false);
+    let status = env.wait_runner_n(1, Duration::from_secs(60));
+    let refused = started.elapsed();
+    assert!(!status.success());
+    let log = env.runner_log();
+    assert!(
+        log.contains("another wf-runner (id")
+            && log.contains("one runner serves a state directory"),
+        "{log}"
+    );
+    assert!(wf_tests::alive(agent) || env.assignment(&aid).jobs[0].status.is_finished());
+    let doc = env.wait_for(&aid, LONG, done);
+    assert_eq!(doc.status, AssignmentStatus::Complete, "{doc:#?}");
+    assert_eq!(doc.jobs[0].attempt, 1, "{doc:#?}");
+    assert_eq!(doc.jobs[0].status, JobStatus::Complete, "{doc:#?}");
+    record(
+        "a_second_runner_on_an_embedded_state_directory_is_refused",
+        "sled: a second wf-runner on the same state directory (another database, so the store's lock does not stop it) while the first runs a job",
+        "the second finds the first's lock held and exits with an error naming it; the first runner, its agent and its lease are untouched",
+        1,
+        "nothing: the running job completed once (attempt 1)",
+        refused,
     );
 }

@@ -388,12 +388,84 @@ fn unreadable_documents_never_stop_a_nats_namespace() {
     let mut env = nats_env(&server.url(), "unreadable", json!({}), json!({}));
     let started = Instant::now();
     wf_tests::unreadable_documents_are_skipped(&mut env);
+    // One replica: wf doctor says what "durable" means there.
+    let out = env.wf(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warning = report["store"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("1 replica") && warning.contains("sync_interval: always"),
+        "{report}"
+    );
     record_reliability(
         "unreadable_documents_never_stop_a_nats_namespace",
         "NATS: a corrupt document and one with a newer schemaVersion (99) in the namespace's bucket",
         "both are skipped by every runner and by listings, named by `wf doctor` and in the runner log",
         2,
         "nothing: 3 of 3 other assignments complete; the two documents were never claimed",
+        started.elapsed(),
+    );
+}
+
+/// A rolling restart on one machine: a new `wf-runner` starts in the same directory while the
+/// old one still runs a job, then the old one gets SIGTERM. The new runner proves the old one
+/// alive (its lock) and leaves its agent and lease alone; the old one finishes its job within
+/// its grace period and exits; the new one takes the next work.
+#[test]
+fn a_rolling_restart_in_one_directory_loses_no_work() {
+    let server = NatsServer::start(&nats_server());
+    let mut env = nats_env(
+        &server.url(),
+        "rolling",
+        json!({}),
+        json!({"shutdownGraceMs": 30000}),
+    );
+    let work = env.work.clone();
+    let script =
+        json!({"plan": working_plan(&work, json!(3000)), "pm": completing_pm(&work, json!(0))});
+    std::fs::write(work.join("script.json"), script.to_string()).unwrap();
+    env.start_runner();
+    let first = env.wf_ok(&["create", "during the restart", "--start", "plan"]);
+    let first = first.trim().to_string();
+    env.wait_records("records", 1, LONG);
+    let started = Instant::now();
+    // `wf-runner &` in the same directory, then `kill -TERM $old`.
+    env.start_runner_sharing(1, None, true);
+    env.signal_runner(libc::SIGTERM);
+    let doc = env.wait_for(&first, LONG, complete);
+    let status = env.wait_runner(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "the old runner: {status}\n{}",
+        env.runner_log()
+    );
+    assert_eq!(doc.jobs[0].attempt, 1, "the job ran again: {doc:#?}");
+    assert_eq!(doc.jobs[0].status, JobStatus::Complete, "{doc:#?}");
+    let log = env.runner_log();
+    assert!(
+        log.contains("another live runner shares this state directory"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("killed agents left by a dead runner"),
+        "{log}"
+    );
+    // The new runner works on.
+    let second = env.wf_ok(&["create", "after the restart", "--start", "plan"]);
+    env.wait_for(second.trim(), LONG, complete);
+    let plans = env
+        .records("records")
+        .iter()
+        .filter(|r| r["type"] == "plan")
+        .count();
+    assert_eq!(plans, 2, "one plan run per assignment");
+    let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+    assert!(violations.is_empty(), "double run: {violations}");
+    record_reliability(
+        "a_rolling_restart_in_one_directory_loses_no_work",
+        "NATS: a second wf-runner started in the same directory while the first runs a job, then SIGTERM to the first (a rolling restart)",
+        "the new runner finds the old one's lock held: it leaves its agent and lease alone; the old one drains (shutdownGraceMs) and exits 0; the new one runs the next work",
+        1,
+        "nothing: the running job completed once (attempt 1), 2 of 2 assignments complete, no double run",
         started.elapsed(),
     );
 }

@@ -45,7 +45,8 @@ pub struct TestEnv {
     nats: Option<(String, String)>,
 }
 
-fn merge(base: &mut Value, extra: &Value) {
+/// Merges `extra` into `base`, object by object.
+pub fn merge(base: &mut Value, extra: &Value) {
     match (base, extra) {
         (Value::Object(b), Value::Object(e)) => {
             for (k, v) in e {
@@ -217,6 +218,23 @@ impl TestEnv {
     /// Starts runner `n` and waits until it is ready. Runner 0 uses the project's state
     /// directory; others get `.wf/state-<n>`, as separate machines would have their own.
     pub fn start_runner_n(&mut self, n: usize) {
+        self.start_runner_with(n, n > 0, None, true);
+    }
+
+    /// Starts runner `n` on the project's state directory and config, beside runner 0 (a second
+    /// `wf-runner &`, or a rolling restart). `ready` says whether to wait for it to be ready;
+    /// without, it may also exit (a refusal).
+    pub fn start_runner_sharing(&mut self, n: usize, config: Option<&Path>, ready: bool) {
+        self.start_runner_with(n, false, config, ready);
+    }
+
+    fn start_runner_with(
+        &mut self,
+        n: usize,
+        own_state: bool,
+        config: Option<&Path>,
+        wait_ready: bool,
+    ) {
         if self.runners.len() <= n {
             self.runners.resize_with(n + 1, || None);
         }
@@ -229,7 +247,10 @@ impl TestEnv {
             .open(&log_path)
             .expect("log");
         let mut cmd = Command::new(self.bin.join("wf-runner"));
-        if n > 0 {
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        if own_state {
             let base = self.root.join(".wf/config.json");
             let mut config: Value =
                 serde_json::from_str(&std::fs::read_to_string(&base).expect("config"))
@@ -251,6 +272,16 @@ impl TestEnv {
         }
         let mut child = cmd.spawn().expect("starting wf-runner");
         self.runners_started += 1;
+        if !wait_ready {
+            self.runners[n] = Some(child);
+            return;
+        }
+        self.wait_ready(n, &mut child, &log_path, offset);
+        self.runners[n] = Some(child);
+    }
+
+    /// Waits until runner `n` (`child`, logging to `log_path` from `offset`) serves.
+    fn wait_ready(&self, n: usize, child: &mut Child, log_path: &Path, offset: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let rt = runtime();
         loop {
@@ -261,7 +292,7 @@ impl TestEnv {
                 );
             }
             let ready = if self.nats.is_some() {
-                std::fs::read(&log_path)
+                std::fs::read(log_path)
                     .map(|b| {
                         String::from_utf8_lossy(&b[offset as usize..]).contains("wf-runner ready")
                     })
@@ -283,7 +314,6 @@ impl TestEnv {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.runners[n] = Some(child);
     }
 
     /// Runner 0's pid.
@@ -329,9 +359,14 @@ impl TestEnv {
 
     /// Waits for runner 0 to exit by itself and returns its status.
     pub fn wait_runner(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.wait_runner_n(0, timeout)
+    }
+
+    /// Waits for runner `n` to exit by itself and returns its status.
+    pub fn wait_runner_n(&mut self, n: usize, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self
             .runners
-            .get_mut(0)
+            .get_mut(n)
             .and_then(Option::take)
             .expect("no runner");
         let deadline = Instant::now() + timeout;
@@ -507,6 +542,29 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+/// Sends `signal` to `pid`, a process this test started (directly or through wf).
+pub fn kill_pid(pid: u32, signal: i32) {
+    #[expect(unsafe_code, reason = "kill(2) on a process of this test")]
+    // Why: a process that is already gone is what the caller wants anyway.
+    let _ = unsafe { libc::kill(pid as i32, signal) };
+}
+
+/// The guardian process of the runner `runner_pid` (its child started with `--wf-guard`).
+pub fn guardian_pid(runner_pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: u32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_guard = cmdline.split(|&b| b == 0).any(|a| a == b"--wf-guard");
+        (ppid == runner_pid && is_guard).then_some(pid)
+    })
 }
 
 /// The pids listed one per line in `path`.

@@ -72,7 +72,10 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     })?;
     let store = open_store(&config, Duration::from_secs(120)).await?;
     let runner_id = crate::random::new_id();
-    let (changes, docs) = startup::take_over(&config, &store, &runner_id).await?;
+    // Before any agent: whatever this runner's agents start dies with the runner.
+    let _guardian = crate::guard::Guardian::start(&runner_id)
+        .context("cannot start the runner's guardian process")?;
+    let (_lock, changes, docs) = startup::take_over(&config, &store, &runner_id).await?;
     startup::write_effective_config(&config)?;
     let templates = Templates::load(&config.templates_dir)?;
     let agent_env = env::agent_env(&config, &runner_id, opts.wf_dir.as_deref())?;

@@ -261,6 +261,8 @@ impl Scheduler {
         match self.ctx.store.list().await {
             Ok(docs) => {
                 for doc in docs {
+                    // A cancel may have been among the changes the lagging feed dropped.
+                    self.honour_cancels(&doc);
                     upsert(&mut self.cache, doc);
                 }
             }

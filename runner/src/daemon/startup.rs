@@ -2,6 +2,7 @@
 //! (reaping its agents, expiring its leases), the effective config, and listening for work.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
-use crate::{paths, reaper, server};
+use crate::{liveness, paths, reaper, server};
 use wf_core::chain;
 use wf_core::config::{Config, StoreConfig};
 use wf_core::model::Assignment;
@@ -39,26 +40,36 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
     }
 }
 
-/// Takes over from the previous runner of this state directory: records `runner_id` as the
-/// current one, kills the agents earlier runners left, and expires their leases (NATS; with the
-/// embedded store every lease found is dead, as only one runner can hold the database).
-/// Returns the change feed, subscribed before the listing, and the listing.
+/// Takes over from the earlier runners of this state directory that are dead: proves which
+/// are alive (their `flock`), kills the agents the dead ones left, and expires their leases
+/// (NATS; with the embedded store every lease found is dead, as only one runner can hold the
+/// database). A live runner's agents and leases are never touched; with the embedded store a
+/// live one is refused. Returns this runner's lock (to hold for its lifetime), the change feed
+/// (subscribed before the listing) and the listing.
 pub(super) async fn take_over(
     config: &Config,
     store: &Store,
     runner_id: &str,
-) -> anyhow::Result<(broadcast::Receiver<Change>, Vec<Assignment>)> {
-    // Agents of earlier runners of this state directory must be gone before their jobs run
-    // again, and their leases are dead.
-    let id_file = paths::runner_id_path(&config.state_dir);
-    let mut dead: HashSet<String> = std::fs::read_to_string(&id_file)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .into_iter()
+) -> anyhow::Result<(
+    liveness::RunnerLock,
+    broadcast::Receiver<Change>,
+    Vec<Assignment>,
+)> {
+    let state_dir = &config.state_dir;
+    let lock = liveness::RunnerLock::acquire(state_dir, runner_id)
+        .with_context(|| format!("cannot lock {}", state_dir.display()))?;
+    let others = others_settled(state_dir, runner_id, store.exclusive()).await?;
+    for live in others.iter().filter(|o| o.alive) {
+        tracing::info!(
+            runner = %live.id, pid = ?live.pid, dir = %state_dir.display(),
+            "another live runner shares this state directory; its agents and leases are left alone"
+        );
+    }
+    let mut dead: HashSet<String> = others
+        .iter()
+        .filter(|o| !o.alive)
+        .map(|o| o.id.clone())
         .collect();
-    std::fs::write(&id_file, runner_id)
-        .with_context(|| format!("cannot write {}", id_file.display()))?;
     let changes = store.subscribe();
     let mut docs = store.list().await?;
     if store.exclusive() {
@@ -99,7 +110,44 @@ pub(super) async fn take_over(
         }
     }
 
-    Ok((changes, docs))
+    for o in others.iter().filter(|o| !o.alive) {
+        if let Some(path) = &o.path {
+            // Why: the dead runner's file has served; a leftover is found dead again.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok((lock, changes, docs))
+}
+
+/// The other runners of `state_dir`. With the embedded store (`exclusive`), the store's lock
+/// proved that no other runner uses this database, but one may still be exiting (it released
+/// the database a moment before its process ended) or use another database on this directory:
+/// wait a little for such a runner to end, then refuse.
+async fn others_settled(
+    state_dir: &Path,
+    me: &str,
+    exclusive: bool,
+) -> anyhow::Result<Vec<liveness::OtherRunner>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let others = liveness::other_runners(state_dir, me);
+        let live: Vec<_> = others.iter().filter(|o| o.alive).collect();
+        if !exclusive || live.is_empty() {
+            return Ok(others);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let o = live[0];
+            anyhow::bail!(
+                "another wf-runner (id {}, pid {}) is running on state directory {}: with the \
+                 embedded store one runner serves a state directory; stop it first, or give this \
+                 one its own stateDir",
+                o.id,
+                o.pid.map_or("unknown".to_string(), |p| p.to_string()),
+                state_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Without a config file, writes the effective config agents get as `WF_CONFIG`.

@@ -36,6 +36,12 @@ pub(super) async fn run_unit(
     token: Option<Token>,
 ) {
     let renewing = CancellationToken::new();
+    // Should this task panic, the renewal stops (the lease expires and the jobs run again
+    // elsewhere or after a restart) and the scheduler gets its slot back.
+    let mut guard = UnitGuard {
+        renewing: renewing.clone(),
+        done: Some((done.clone(), doc.id.clone())),
+    };
     let renewer = tokio::spawn(renew_lease(
         ctx.clone(),
         doc.id.clone(),
@@ -71,23 +77,41 @@ pub(super) async fn run_unit(
         token.done().await;
     }
     let last = written.into_iter().flatten().max_by_key(|d| d.version);
+    guard.done = None;
     // Why: the scheduler only stops listening when it exits, after every unit is done.
     let _ = done.send((doc.id.clone(), last));
+}
+
+/// Ends a unit that did not end normally (its task panicked or was dropped): no renewal goes
+/// on behind it, and its slot is freed. The agents die with the process layer's own guard.
+struct UnitGuard {
+    renewing: CancellationToken,
+    done: Option<(mpsc::UnboundedSender<UnitDone>, String)>,
+}
+
+impl Drop for UnitGuard {
+    fn drop(&mut self) {
+        if let Some((done, aid)) = self.done.take() {
+            tracing::error!(assignment = %aid, "a unit ended abnormally; its lease is left to expire");
+            self.renewing.cancel();
+            // Why: the scheduler only stops listening when it exits.
+            let _ = done.send((aid, None));
+        }
+    }
 }
 
 /// Renews the lease every third of its length (and, on NATS, confirms progress on the token);
 /// stops the unit when the lease is lost, or when it was not renewed in time for the agents to
 /// be stopped (TERM, grace, KILL) before it expires.
 ///
-/// The deadline comes from the lease as stored (`expiresAt`, set by the CAS that wrote it), not
-/// from when this runner heard back, and it is watched all the time, during a renewal that
+/// The deadline is on the monotonic clock, and watched all the time, during a renewal that
 /// hangs as well as between renewals: another runner may claim the jobs the moment the lease
 /// expires.
 async fn renew_lease(
     ctx: Arc<Ctx>,
     aid: String,
     epoch: u64,
-    mut expires_at: u64,
+    expires_at: u64,
     stops: UnitStops,
     renewing: CancellationToken,
     token: Option<Token>,
@@ -95,21 +119,26 @@ async fn renew_lease(
     let period = ctx.config.lease / 3;
     // Stopping takes up to killGraceMs; a tenth of the lease is kept for the rest.
     let stop_before = ctx.config.kill_grace + ctx.config.lease / 10;
+    // The deadline is monotonic: from the claim's stored expiry once, then from the instant
+    // taken *before* each renewal that succeeded (its expiry is at least that plus leaseMs), so
+    // a wall-clock step on this machine cannot move it, and a slow answer only makes it earlier.
+    let left = Duration::from_millis(expires_at.saturating_sub(now_ms()));
+    let mut fence_at = tokio::time::Instant::now() + left.saturating_sub(stop_before);
     let mut wait = period;
     loop {
-        let left = Duration::from_millis(expires_at.saturating_sub(now_ms()));
-        let fence_at = tokio::time::Instant::now() + left.saturating_sub(stop_before);
         tokio::select! {
             _ = renewing.cancelled() => return,
             _ = tokio::time::sleep_until(fence_at) => break,
             _ = tokio::time::sleep(wait) => {}
         }
+        let asked = tokio::time::Instant::now();
         let renewal = ctx
             .store
             .update(&aid, |d| chain::renew(d, epoch, now_ms(), ctx.lease_ms()));
+        // Each attempt gets only the time left before the fence.
         match tokio::time::timeout_at(fence_at, renewal).await {
-            Ok(Ok((doc, ()))) => {
-                expires_at = doc.lease.map_or(expires_at, |l| l.expires_at);
+            Ok(Ok(_)) => {
+                fence_at = asked + ctx.config.lease.saturating_sub(stop_before);
                 wait = period;
                 if let Some(token) = &token {
                     // Ownership is the lease above; the progress ack only keeps the token from
@@ -217,11 +246,19 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
     let transcript_path =
         paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt);
     let mut transcript = open_transcript(&transcript_path, &prompt);
+    // Everything this attempt starts carries these, wherever it goes; all of it is stopped
+    // when the attempt ends.
+    let marker = vec![
+        ("WF_RUNNER_ID".to_string(), ctx.runner_id.clone()),
+        ("WF_JOB_ID".to_string(), job.id.clone()),
+        ("WF_ATTEMPT".to_string(), job.attempt.to_string()),
+    ];
     let limits = Limits::new(
         ctx.config.timeout,
         ctx.config.idle_timeout,
         ctx.config.kill_grace,
-    );
+    )
+    .with_marker(marker);
     let format = harness_cfg.format();
     let mut log = RunLog::default();
     let started = Instant::now();
