@@ -77,6 +77,35 @@ impl From<UpdateError<ChainError>> for OpError {
     }
 }
 
+/// A warning when `doc` has a cost budget that some of `jobs` cannot be held to: their harness
+/// reports no cost (only Claude Code does) and `prices` has no entry for their model, so their
+/// spend would count as $0 and the budget would never fire for them.
+fn unmeasured_cost(config: &Config, doc: &Assignment, jobs: &[NewJob]) -> Option<String> {
+    doc.budget.max_cost_usd?;
+    let unpriced: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| {
+            let h = config.harnesses.get(&j.harness)?;
+            if matches!(h.kind, wf_core::config::HarnessKind::Claude { .. }) {
+                return None;
+            }
+            let model = j.model.as_deref().or(h.model.as_deref());
+            match model {
+                Some(m) if config.prices.contains_key(m) => None,
+                Some(m) => Some(format!("{} (model {m})", j.harness)),
+                None => Some(format!("{} (no model set)", j.harness)),
+            }
+        })
+        .collect();
+    (!unpriced.is_empty()).then(|| {
+        format!(
+            "maxCostUsd cannot be checked for {}: the harness reports no cost and `prices` in \
+             the config has no price for the model, so their spend counts as $0",
+            unpriced.join(", ")
+        )
+    })
+}
+
 /// What [`check_store`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -379,13 +408,17 @@ pub async fn insert_jobs(
         })
         .await?;
     let ids: HashSet<&str> = new.iter().map(|j| j.id.as_str()).collect();
-    let warning = match doc.status {
-        AssignmentStatus::Blocked => Some(format!(
+    let blocked = (doc.status == AssignmentStatus::Blocked).then(|| {
+        format!(
             "assignment {} is blocked; the job(s) run after `wf update-assignment {} --status active`",
             doc.id, doc.id
-        )),
-        _ => None,
-    };
+        )
+    });
+    let warnings: Vec<String> = blocked
+        .into_iter()
+        .chain(unmeasured_cost(config, &doc, &new))
+        .collect();
+    let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     Ok(InsertResult {
         assignment_id: doc.id.clone(),
         version: doc.version,

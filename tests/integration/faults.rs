@@ -787,3 +787,109 @@ fn a_second_runner_on_an_embedded_state_directory_is_refused() {
         refused,
     );
 }
+
+/// A cost budget holds across a parallel group: each Claude job gets its share of what is
+/// left (not all of it), a job that spends the last of it stops its siblings, and a job whose
+/// cost cannot be measured (no cost reported, no price for its model) is flagged when inserted.
+#[test]
+// Long: three budget rules in turn, on one runner: shares, stopped siblings, the warning.
+fn a_cost_budget_holds_across_a_parallel_group() {
+    let env = TestEnv::new(&BINS, json!({}), json!({}));
+    let work = env.work.clone();
+    let records = work.join("records").display().to_string();
+    script(
+        &env,
+        json!({
+            "review": [{"record": records}, {"init": true},
+                       {"result": {"text": "reviewed", "cost": 0.9}}],
+            "pm": pm_completes()
+        }),
+    );
+    let slow_script = work.join("slow.json");
+    std::fs::write(
+        &slow_script,
+        json!({"review": [{"record": records}, {"init": true}, {"sleepMs": 60000},
+                          {"result": "late"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let config_path = env.root.join(".wf/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let fake = env.bin.join("fake-agent").display().to_string();
+    wf_tests::merge(
+        &mut config,
+        &json!({"harnesses": {"slow": {"command": fake, "format": "claude",
+                "env": {"FAKE_AGENT_SCRIPT": slow_script.display().to_string()}}}}),
+    );
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut env = env;
+    env.start_runner();
+
+    // Three Claude reviews share $1.00: a third each.
+    let aid = env
+        .wf_ok(&["create", "Shared budget", "--max-cost", "1"])
+        .trim()
+        .to_string();
+    env.wf_ok(&[
+        "insert-job",
+        &aid,
+        "--jobs",
+        r#"[{"jobType":"review"},{"jobType":"review"},{"jobType":"review"}]"#,
+    ]);
+    env.wait_for(&aid, LONG, done);
+    let shares: Vec<String> = env
+        .records("records")
+        .iter()
+        .map(|r| {
+            let args: Vec<&str> = r["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let at = args
+                .iter()
+                .position(|a| *a == "--max-budget-usd")
+                .expect("budget flag");
+            args[at + 1].to_string()
+        })
+        .collect();
+    assert_eq!(shares, ["0.3333", "0.3333", "0.3333"]);
+
+    // One job spends the last of $0.50; its slow sibling is stopped at once.
+    let aid = env
+        .wf_ok(&["create", "Stop the siblings", "--max-cost", "0.5"])
+        .trim()
+        .to_string();
+    let out = env.wf(&[
+        "insert-job",
+        &aid,
+        "--jobs",
+        r#"[{"jobType":"review"},{"jobType":"review","harness":"slow"}]"#,
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("maxCostUsd cannot be checked for slow (no model set)"),
+        "{stderr}"
+    );
+    let started = Instant::now();
+    let doc = env.wait_for(&aid, LONG, done);
+    let stopped = started.elapsed();
+    assert_eq!(doc.status, AssignmentStatus::Blocked, "{doc:#?}");
+    let slow = doc.jobs.iter().find(|j| j.harness == "slow").unwrap();
+    assert_eq!(slow.failure_reason, Some(FailureReason::Budget), "{doc:#?}");
+    assert!(
+        stopped < Duration::from_secs(30),
+        "the sibling ran on: {stopped:?}"
+    );
+    record(
+        "a_cost_budget_holds_across_a_parallel_group",
+        "a parallel group under a cost budget: 3 Claude jobs sharing $1; a job that spends the last of $0.50 while its sibling (a harness that reports no cost) runs on",
+        "each Claude job gets --max-budget-usd of its share (0.3333); the crossing job's record stops its siblings (failed: budget) and blocks the assignment; inserting a job whose cost cannot be measured warns",
+        2,
+        "nothing: no job ran past the budget",
+        stopped,
+    );
+}

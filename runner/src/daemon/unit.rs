@@ -62,8 +62,15 @@ pub(super) async fn run_unit(
     });
     let jobs = claim.job_ids.iter().map(|id| {
         let stop = stops.job(id).cloned().unwrap_or_default();
-        let (ctx, doc) = (&ctx, &doc);
-        async move { run_job(ctx, doc, id, claim.epoch, &stop).await }
+        let (ctx, doc, stops) = (&ctx, &doc, &stops);
+        async move {
+            let written = run_job(ctx, doc, id, claim.epoch, &stop).await;
+            // A job of a parallel group that spent the last of the money stops its siblings.
+            if let Some(reason) = written.as_ref().and_then(chain::cost_over_budget) {
+                stops.all(&StopReason::Budget(reason));
+            }
+            written
+        }
     });
     let written = futures_util::future::join_all(jobs).await;
     if let Some(timer) = budget_timer {
@@ -346,7 +353,9 @@ async fn prepare<'c>(
     )
     .map_err(|e| failed(FailureReason::SpawnError, e.to_string()))?;
     if let Some(max) = doc.budget.max_cost_usd {
-        let remaining = max - doc.usage.cost_usd.unwrap_or(0.0);
+        // The jobs of a parallel group share what is left.
+        let unit = doc.lease.as_ref().map_or(1, |l| l.job_ids.len().max(1));
+        let remaining = (max - doc.usage.cost_usd.unwrap_or(0.0)) / unit as f64;
         spec.args
             .extend(harness::budget_args(harness_cfg, remaining));
     }
