@@ -44,6 +44,8 @@ pub const MAX_NORTH_STAR: usize = 64 * 1024;
 pub const MAX_MEMORY_TEXT: usize = 256 * 1024;
 /// Largest blocked reason or note, in bytes.
 pub const MAX_REASON: usize = 16 * 1024;
+/// Most notes an assignment keeps (the newest).
+pub const MAX_NOTES: usize = 20;
 /// Most jobs one insert may add.
 pub const MAX_JOBS_PER_INSERT: usize = 32;
 

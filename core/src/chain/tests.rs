@@ -960,3 +960,48 @@ fn an_own_lease_left_behind_sets_a_wakeup_at_its_expiry() {
         Readiness::Ready(v) if v == ["j1"]
     ));
 }
+
+/// Texts agents append are bounded: artifacts and decisions fold their oldest lines past
+/// MAX_MEMORY_TEXT, and only the newest MAX_NOTES notes are kept.
+#[test]
+fn appended_texts_and_notes_are_bounded() {
+    let mut d = doc();
+    let line = "x".repeat(100 * 1024);
+    for i in 0..5 {
+        let update = AssignmentUpdate {
+            artifacts: Some(format!("{i}:{line}")),
+            note: Some(format!("note {i}")),
+            ..AssignmentUpdate::default()
+        };
+        update_assignment(&mut d, &update, Caller::Job("j"), &pm("p"), 10).unwrap();
+    }
+    assert!(
+        d.artifacts.len() <= MAX_MEMORY_TEXT,
+        "{}",
+        d.artifacts.len()
+    );
+    assert!(d.artifacts.starts_with(FOLDED));
+    assert!(
+        d.artifacts.ends_with(&format!("4:{line}")),
+        "the newest is kept"
+    );
+    for i in 5..(MAX_NOTES + 10) {
+        let update = AssignmentUpdate {
+            note: Some(format!("note {i}")),
+            ..AssignmentUpdate::default()
+        };
+        update_assignment(&mut d, &update, Caller::Human, &pm("p"), 10).unwrap();
+    }
+    assert_eq!(d.notes.len(), MAX_NOTES);
+    assert_eq!(
+        d.notes.last().unwrap().text,
+        format!("note {}", MAX_NOTES + 9)
+    );
+    // A human's text replaces, unfolded.
+    let update = AssignmentUpdate {
+        artifacts: Some("fresh".into()),
+        ..AssignmentUpdate::default()
+    };
+    update_assignment(&mut d, &update, Caller::Human, &pm("p"), 10).unwrap();
+    assert_eq!(d.artifacts, "fresh");
+}

@@ -79,10 +79,32 @@ fn merge_memory(current: &mut String, text: &str, caller: Caller<'_>) {
         Caller::Job(_) if !current.is_empty() && !text.is_empty() => {
             current.push('\n');
             current.push_str(text);
+            fold(current, MAX_MEMORY_TEXT);
         }
         Caller::Job(_) if text.is_empty() => {}
         _ => *current = text.to_string(),
     }
+}
+
+/// The marker that replaces the oldest lines of a memory text grown past its cap.
+pub const FOLDED: &str = "[… earlier lines folded to keep the assignment small …]";
+
+/// Keeps `text` within `max` bytes by dropping its oldest lines (agents append; the newest
+/// matter most), behind [`FOLDED`].
+fn fold(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let keep = max.saturating_sub(FOLDED.len() + 1);
+    let mut cut = text.len() - keep;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    // Start at a line when there is one in the kept part.
+    if let Some(nl) = text[cut..].find('\n') {
+        cut += nl + 1;
+    }
+    *text = format!("{FOLDED}\n{}", &text[cut..]);
 }
 
 /// Applies `wf update-assignment`. `pm` is used when resuming leaves nothing runnable.
@@ -105,6 +127,9 @@ pub fn update_assignment(
             text: text.clone(),
             at: now,
         });
+        // Only the newest notes are kept: every PM sees them, and the document must stay small.
+        let excess = doc.notes.len().saturating_sub(MAX_NOTES);
+        doc.notes.drain(..excess);
     }
     let mut result = Updated::Changed;
     match update.status {
