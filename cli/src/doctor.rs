@@ -160,6 +160,15 @@ async fn store_report(config: &Config) -> StoreReport {
                 0 => String::new(),
                 n => format!("; {n} UNREADABLE document(s), skipped by every runner"),
             };
+            let mut warnings = warnings;
+            warnings.extend(check.near_full.iter().map(|(id, bytes)| {
+                format!(
+                    "assignment {id} uses {bytes} of the {} bytes a document may hold; near the \
+                     limit its next outcome may not fit and it is blocked (shorten its artifacts \
+                     or decisions)",
+                    check.max_document_bytes
+                )
+            }));
             StoreReport {
                 kind,
                 reachable: true,

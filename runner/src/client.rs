@@ -205,10 +205,12 @@ impl Backend {
                     }
                     match SledStore::open(path, &config.namespace, Duration::ZERO) {
                         Ok(store) => {
+                            let store = Store::Sled(store);
+                            store.set_max_document(config.max_document_bytes);
                             return Ok(Backend::Direct {
-                                store: Store::Sled(store),
+                                store,
                                 config: Box::new(config.clone()),
-                            })
+                            });
                         }
                         Err(StoreError::Locked { .. }) if started.elapsed() < OPEN_PATIENCE => {}
                         Err(e) => return Err(e.into()),
@@ -222,8 +224,10 @@ impl Backend {
                     wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf", false)
                         .await
                         .map_err(|e| OpError::Unavailable(e.to_string()))?;
+                let store = Store::Nats(store);
+                store.set_max_document(config.max_document_bytes);
                 Ok(Backend::Direct {
-                    store: Store::Nats(store),
+                    store,
                     config: Box::new(config.clone()),
                 })
             }

@@ -46,6 +46,8 @@ impl OpError {
         match self {
             OpError::NotFound(_) | OpError::Store(StoreError::NotFound(_)) => ErrorKind::NotFound,
             OpError::Invalid(_) | OpError::Chain(_) => ErrorKind::Invalid,
+            // Not the store's failure: the change is too big for the document.
+            OpError::Store(StoreError::TooLarge { .. }) => ErrorKind::Invalid,
             OpError::Store(_) => ErrorKind::Store,
             OpError::Unavailable(_) => ErrorKind::Unavailable,
         }
@@ -114,14 +116,28 @@ pub struct StoreCheck {
     pub assignments: usize,
     /// Documents that were skipped: corrupt, or written by a newer wf.
     pub unreadable: Vec<Unreadable>,
+    /// The largest document the store accepts, in bytes.
+    pub max_document_bytes: usize,
+    /// Assignments whose document uses more than three quarters of that: (id, bytes).
+    pub near_full: Vec<(String, usize)>,
 }
 
-/// Reads every document of the namespace and reports the ones that do not decode.
+/// Reads every document of the namespace and reports the ones that do not decode and the ones
+/// close to the size limit.
 pub async fn check_store(store: &Store) -> Result<StoreCheck, OpError> {
     let listing = store.list_all().await?;
+    let limit = store.max_document();
+    let near_full = listing
+        .docs
+        .iter()
+        .map(|d| (d.id.clone(), serde_json::to_vec(d).map_or(0, |b| b.len())))
+        .filter(|(_, bytes)| *bytes * 4 > limit * 3)
+        .collect();
     Ok(StoreCheck {
         assignments: listing.docs.len(),
         unreadable: listing.unreadable,
+        max_document_bytes: limit,
+        near_full,
     })
 }
 

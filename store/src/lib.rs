@@ -55,6 +55,19 @@ pub enum StoreError {
         /// Its schema version.
         version: u32,
     },
+    /// The document would be larger than the store accepts.
+    #[error(
+        "assignment {key} would be {size} bytes, over the store's limit of {limit} bytes \
+         (maxDocumentBytes; NATS messages are at most the server's max_payload)"
+    )]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Anything else from the backend.
     #[error("store error: {0}")]
     Backend(String),
@@ -212,11 +225,29 @@ impl Store {
         }
     }
 
-    /// The CAS primitive: replaces the document if its stored revision is still `rev`.
-    async fn cas(&self, rev: u64, new: &Assignment) -> Result<Cas, StoreError> {
+    /// The CAS primitive: replaces the document `id` with `bytes` if its stored revision is
+    /// still `rev`.
+    async fn cas(&self, rev: u64, id: &str, bytes: Vec<u8>) -> Result<Cas, StoreError> {
         match self {
-            Store::Sled(s) => s.cas(rev, new).await,
-            Store::Nats(s) => s.cas(rev, new).await,
+            Store::Sled(s) => s.cas(rev, id, bytes).await,
+            Store::Nats(s) => s.cas(rev, id, bytes).await,
+        }
+    }
+
+    /// The largest encoded document this store accepts.
+    pub fn max_document(&self) -> usize {
+        match self {
+            Store::Sled(s) => s.max_document(),
+            Store::Nats(s) => s.max_document(),
+        }
+    }
+
+    /// Sets the largest encoded document to accept (config `maxDocumentBytes`; on NATS never
+    /// more than the server's `max_payload` allows).
+    pub fn set_max_document(&self, bytes: usize) {
+        match self {
+            Store::Sled(s) => s.set_max_document(bytes),
+            Store::Nats(s) => s.set_max_document(bytes),
         }
     }
 
@@ -281,7 +312,16 @@ impl Store {
             let mut doc = current.clone();
             let value = f(&mut doc).map_err(UpdateError::Refused)?;
             doc.version = current.version + 1;
-            match self.cas(rev, &doc).await? {
+            let bytes = encode(&doc);
+            let limit = self.max_document();
+            if bytes.len() > limit {
+                return Err(UpdateError::Store(StoreError::TooLarge {
+                    key: id.to_string(),
+                    size: bytes.len(),
+                    limit,
+                }));
+            }
+            match self.cas(rev, id, bytes).await? {
                 Cas::Done => {
                     self.announce(&doc, &doc.version.to_string()).await;
                     return Ok((doc, value));

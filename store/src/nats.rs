@@ -48,6 +48,8 @@ struct Inner {
     version: (u32, u32, u32),
     /// Copies of the state bucket the cluster keeps.
     replicas: usize,
+    /// The largest document to write (config), before the server's own limit.
+    max_document: std::sync::atomic::AtomicUsize,
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
 }
@@ -222,6 +224,9 @@ impl NatsStore {
                 ns: ns.clone(),
                 version,
                 replicas: bucket_replicas,
+                max_document: std::sync::atomic::AtomicUsize::new(
+                    wf_core::config::DEFAULT_MAX_DOCUMENT_BYTES,
+                ),
                 changes,
                 watcher: OnceLock::new(),
             }),
@@ -300,11 +305,31 @@ impl NatsStore {
     }
 
     /// The one CAS primitive: a KV update conditioned on the entry's revision.
-    pub(super) async fn cas(&self, revision: u64, new: &Assignment) -> Result<Cas, StoreError> {
+    pub(super) fn max_document(&self) -> usize {
+        // Room for the message's headers and subject within the server's max_payload.
+        let server = (self.inner.client.server_info().max_payload).saturating_sub(8 * 1024);
+        self.inner
+            .max_document
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(server)
+    }
+
+    pub(super) fn set_max_document(&self, bytes: usize) {
+        self.inner
+            .max_document
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) async fn cas(
+        &self,
+        revision: u64,
+        id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Cas, StoreError> {
         match self
             .inner
             .kv
-            .update(self.doc_key(&new.id), encode(new).into(), revision)
+            .update(self.doc_key(id), bytes.into(), revision)
             .await
         {
             Ok(_) => Ok(Cas::Done),

@@ -38,6 +38,7 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
     path: PathBuf,
+    max_document: std::sync::atomic::AtomicUsize,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -158,6 +159,9 @@ impl SledStore {
                 changes,
                 watcher: OnceLock::new(),
                 path: path.to_path_buf(),
+                max_document: std::sync::atomic::AtomicUsize::new(
+                    wf_core::config::DEFAULT_MAX_DOCUMENT_BYTES,
+                ),
             }),
         })
     }
@@ -219,18 +223,35 @@ impl SledStore {
 
     /// The one CAS primitive: sled's byte-wise compare-and-swap against the bytes whose version
     /// was checked.
-    pub(super) async fn cas(&self, expected: u64, new: &Assignment) -> Result<Cas, StoreError> {
-        let key = new.id.as_bytes();
+    pub(super) fn max_document(&self) -> usize {
+        self.inner
+            .max_document
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn set_max_document(&self, bytes: usize) {
+        self.inner
+            .max_document
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(super) async fn cas(
+        &self,
+        expected: u64,
+        id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Cas, StoreError> {
+        let key = id.as_bytes();
         let Some(current) = self.inner.docs.get(key).map_err(backend)? else {
-            return Err(StoreError::NotFound(new.id.clone()));
+            return Err(StoreError::NotFound(id.to_string()));
         };
-        if decode(&new.id, &current)?.version != expected {
+        if decode(id, &current)?.version != expected {
             return Ok(Cas::Conflict);
         }
         let res = self
             .inner
             .docs
-            .compare_and_swap(key, Some(current), Some(encode(new)))
+            .compare_and_swap(key, Some(current), Some(bytes))
             .map_err(backend)?;
         if res.is_err() {
             return Ok(Cas::Conflict);

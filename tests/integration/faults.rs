@@ -893,3 +893,72 @@ fn a_cost_budget_holds_across_a_parallel_group() {
         stopped,
     );
 }
+
+/// An assignment whose document has no room left for the outcome of its job is blocked with
+/// a clear reason once the job ran — never claimed and paid for again and again — and a `wf`
+/// write that would pass the limit is refused with the sizes.
+#[test]
+fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
+    let limit = 20_000;
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"maxDocumentBytes": limit}));
+    let records = env.work.join("records").display().to_string();
+    script(
+        &env,
+        json!({"plan": [{"record": records}, {"init": true}, {"sleepMs": 300},
+                        {"result": "planned"}],
+               "pm": pm_completes()}),
+    );
+    let aid = env.create("Fill me up");
+    env.wf_ok(&["insert-job", &aid, "--type", "plan"]);
+    let size = |env: &TestEnv| {
+        serde_json::to_string(&env.wf_json(&["assignment", &aid]))
+            .unwrap()
+            .len()
+    };
+    // Room for the claim (a lease, ~150 bytes), not for the outcome and its PM job (~700).
+    let fill = limit - 400 - size(&env);
+    env.wf_ok(&["update-assignment", &aid, "--artifacts", &"x".repeat(fill)]);
+    let before = size(&env);
+    assert!((limit - 450..limit - 350).contains(&before), "{before}");
+
+    // A human's note that would pass the limit is refused, with the sizes.
+    let out = env.wf(&["update-assignment", &aid, "--note", &"n".repeat(1000)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("over the store's limit of {limit} bytes")),
+        "{stderr}"
+    );
+
+    let started = Instant::now();
+    env.start_runner();
+    let doc = env.wait_for(&aid, LONG, |d| d.status == AssignmentStatus::Blocked);
+    let took = started.elapsed();
+    let reason = doc.blocked_reason.clone().unwrap_or_default();
+    assert!(reason.contains("document is full"), "{reason}");
+    assert_eq!(doc.jobs.len(), 1, "no PM job fits: {doc:#?}");
+    assert_eq!(doc.jobs[0].status, JobStatus::Complete, "{doc:#?}");
+    assert_eq!(doc.jobs[0].attempt, 1);
+    assert!(doc.lease.is_none());
+    // Nothing runs again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.records("records").len(), 1, "the job ran again");
+    assert_eq!(env.assignment(&aid).jobs[0].attempt, 1);
+    let queue = env.wf_ok(&["queue"]);
+    assert!(queue.contains("document is full"), "{queue}");
+    let out = env.wf(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["store"]["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("assignment {aid} uses")),
+        "{report}"
+    );
+    record(
+        "a_full_document_blocks_the_assignment_instead_of_rerunning_the_job",
+        "an assignment's document 400 bytes short of maxDocumentBytes (20000) when its job ends: the outcome and the PM job do not fit",
+        "the store refuses the write with a typed TooLarge error; the runner records what fits (status, usage) and blocks the assignment with the reason; a wf write past the limit is refused with the sizes",
+        1,
+        "nothing: the job ran once, its outcome is recorded, nothing re-runs",
+        took,
+    );
+}

@@ -185,3 +185,72 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
     doc.jobs.insert(at, job);
     Recorded::PmReminderInserted(pm.id.clone())
 }
+
+/// Records the end of job `job_id`'s attempt when the full record does not fit in the store:
+/// its outcome and usage (without the failure detail), and the assignment blocked with
+/// `reason`, with no PM job inserted — so the paid job is not run again in a loop. The lease is
+/// released when this was its last running job.
+pub fn record_when_full(
+    doc: &mut Assignment,
+    epoch: u64,
+    job_id: &str,
+    report: &AttemptReport,
+    reason: &str,
+    now: Millis,
+) -> Result<(), ChainError> {
+    let owns = doc
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
+    let idx = doc
+        .job_index(job_id)
+        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
+    let (true, Some(idx)) = (owns, idx) else {
+        return Err(ChainError::Fenced(epoch));
+    };
+    apply_report(&mut doc.jobs[idx], report, now);
+    doc.jobs[idx].failure_detail = None;
+    doc.usage.add(&report.usage);
+    doc.updated_at = now;
+    let lease = doc.lease.as_mut().expect("ownership checked above");
+    lease.job_ids.retain(|j| j != job_id);
+    if lease.job_ids.is_empty() {
+        doc.lease = None;
+    }
+    doc.status = AssignmentStatus::Blocked;
+    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    Ok(())
+}
+
+/// Blocks the assignment with `reason` and nothing else (the last resort when even
+/// [`record_when_full`] does not fit): the lease is released, the job's attempt is left as it
+/// was, to be retried by a human after making room.
+pub fn block_when_full(
+    doc: &mut Assignment,
+    epoch: u64,
+    reason: &str,
+    now: Millis,
+) -> Result<(), ChainError> {
+    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
+        return Err(ChainError::Fenced(epoch));
+    }
+    doc.lease = None;
+    doc.status = AssignmentStatus::Blocked;
+    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    doc.updated_at = now;
+    Ok(())
+}
+
+/// Blocks an assignment whose next claim does not fit in the store, with `reason`.
+pub fn block_unclaimable(doc: &mut Assignment, reason: &str, now: Millis) -> Result<(), Unchanged> {
+    if !matches!(
+        doc.status,
+        AssignmentStatus::Active | AssignmentStatus::Pending
+    ) {
+        return Err(Unchanged);
+    }
+    doc.status = AssignmentStatus::Blocked;
+    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    doc.updated_at = now;
+    Ok(())
+}

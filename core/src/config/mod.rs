@@ -181,6 +181,8 @@ pub struct Config {
     pub budgets: Budget,
     /// Loop detection threshold (`None`: off).
     pub loop_limit: Option<u32>,
+    /// The largest stored document, in bytes.
+    pub max_document_bytes: usize,
 }
 
 impl Config {

@@ -69,6 +69,11 @@ pub struct RawConfig {
     /// the assignment (0: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loop_limit: Option<u32>,
+    /// The largest an assignment's stored document may grow, in bytes (NATS: never more than
+    /// the server's `max_payload` allows). A write that would pass it is refused; a runner
+    /// then blocks the assignment instead of running its job again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_document_bytes: Option<usize>,
 }
 
 /// The `store` object.
@@ -221,6 +226,7 @@ impl Config {
             max_pauses: Some(self.retry.max_pauses),
             budgets: Some(self.budgets.clone()),
             loop_limit: Some(self.loop_limit.unwrap_or(0)),
+            max_document_bytes: Some(self.max_document_bytes),
             harnesses: Some(
                 self.harnesses
                     .iter()

@@ -15,6 +15,12 @@ use super::{
 use crate::ids::Namespace;
 use crate::model::{Budget, JobType};
 
+/// The default of `maxDocumentBytes`: under NATS's default `max_payload` (1 MiB), with room
+/// for a message's headers.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1_000_000;
+/// The smallest `maxDocumentBytes` accepted.
+pub const MIN_DOCUMENT_BYTES: usize = 16 * 1024;
+
 /// Resolves a parsed file. `root` is the project root that relative paths start from.
 pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Config, ConfigError> {
     resolve_sections(&raw, file.clone(), root).map_err(|message| ConfigError::Invalid {
@@ -64,6 +70,15 @@ fn resolve_sections(raw: &RawConfig, file: Option<PathBuf>, root: &Path) -> Resu
             None => Some(3),
             Some(0) => None,
             Some(n) => Some(n),
+        },
+        max_document_bytes: match raw.max_document_bytes {
+            None => DEFAULT_MAX_DOCUMENT_BYTES,
+            Some(n) if n < MIN_DOCUMENT_BYTES => {
+                return Err(format!(
+                    "maxDocumentBytes: {n} is too small (minimum {MIN_DOCUMENT_BYTES})"
+                ))
+            }
+            Some(n) => n,
         },
         root: root.to_path_buf(),
         namespace,

@@ -315,6 +315,28 @@ impl Scheduler {
                 Ok(true)
             }
             Err(UpdateError::Refused(())) => Ok(false),
+            Err(UpdateError::Store(e @ wf_store::StoreError::TooLarge { .. })) => {
+                let reason = format!(
+                    "the assignment's document is full: {e}; make room (shorter artifacts or \
+                     decisions), then resume it"
+                );
+                tracing::error!(assignment = %aid, %reason, "blocking instead of claiming");
+                let blocked = ctx
+                    .store
+                    .update(aid, |d| chain::block_unclaimable(d, &reason, now_ms()))
+                    .await;
+                if let Some(token) = token {
+                    token.done().await;
+                }
+                match blocked {
+                    Ok((doc, ())) => {
+                        upsert(&mut self.cache, doc);
+                        Ok(true)
+                    }
+                    Err(UpdateError::Refused(_)) => Ok(false),
+                    Err(UpdateError::Store(e)) => Err(e),
+                }
+            }
             Err(UpdateError::Store(e)) => Err(e),
         }
     }

@@ -29,13 +29,17 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
             })
             .await
             .context("store opener panicked")??;
-            Ok(Store::Sled(store))
+            let store = Store::Sled(store);
+            store.set_max_document(config.max_document_bytes);
+            Ok(store)
         }
         StoreConfig::Nats(nats) => {
             let store =
                 wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf-runner", true)
                     .await?;
-            Ok(Store::Nats(store))
+            let store = Store::Nats(store);
+            store.set_max_document(config.max_document_bytes);
+            Ok(store)
         }
     }
 }

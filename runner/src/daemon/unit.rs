@@ -25,7 +25,7 @@ use wf_core::harness::{self, CommandSpec, Ended, Parsed, RunLog, Verdict};
 use wf_core::model::{Assignment, FailureReason, Job};
 use wf_core::prompt::{self, PriorResult, PromptInput};
 use wf_store::wakeup::Token;
-use wf_store::{BlobKey, UpdateError};
+use wf_store::{BlobKey, StoreError, UpdateError};
 
 pub(super) async fn run_unit(
     ctx: Arc<Ctx>,
@@ -443,6 +443,41 @@ fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::
 /// gist, not megabytes (the transcript keeps everything).
 const MAX_RESULT: usize = 512 * 1024;
 
+/// The document has no room for the outcome (`too_large`): records what fits and blocks the
+/// assignment with the reason, so that the job is not claimed and paid for again and again.
+async fn record_full(
+    ctx: &Ctx,
+    aid: &str,
+    job: &Job,
+    epoch: u64,
+    report: &AttemptReport,
+    too_large: &StoreError,
+) -> Option<Assignment> {
+    let reason = format!(
+        "the assignment's document is full: {too_large}; make room (shorter artifacts or \
+         decisions with `wf update-assignment`, or a new assignment), then resume it"
+    );
+    tracing::error!(assignment = %aid, job = %job.id, %reason, "blocking the assignment");
+    let full = ctx.store.update(aid, |d| {
+        chain::record_when_full(d, epoch, &job.id, report, &reason, now_ms())
+    });
+    match full.await {
+        Ok((doc, ())) => return Some(doc),
+        Err(UpdateError::Refused(_)) => return None,
+        Err(e) => tracing::error!(assignment = %aid, %e, "cannot record even a short outcome"),
+    }
+    let blocked = ctx
+        .store
+        .update(aid, |d| chain::block_when_full(d, epoch, &reason, now_ms()));
+    match blocked.await {
+        Ok((doc, ())) => Some(doc),
+        Err(e) => {
+            tracing::error!(assignment = %aid, %e, "cannot block the full assignment");
+            None
+        }
+    }
+}
+
 fn cap_result(text: &mut String, transcript: &Path) {
     if text.len() <= MAX_RESULT {
         return;
@@ -511,6 +546,9 @@ async fn record(
             Err(UpdateError::Refused(_)) => {
                 tracing::warn!(assignment = %aid, job = %job.id, "outcome not recorded: the lease moved on");
                 return None;
+            }
+            Err(UpdateError::Store(e @ StoreError::TooLarge { .. })) => {
+                return record_full(ctx, aid, job, epoch, &report, &e).await;
             }
             Err(UpdateError::Store(e)) => {
                 tracing::error!(job = %job.id, %e, "cannot record the outcome; retrying");
