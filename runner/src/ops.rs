@@ -398,7 +398,29 @@ pub async fn insert_jobs(
     caller: Option<&str>,
 ) -> Result<InsertResult, OpError> {
     let doc = find_assignment(store, assignment).await?;
-    let jobs = expand(config, specs)?;
+    let mut jobs = expand(config, specs)?;
+    let mut group = (jobs.len() > 1).then(crate::random::new_id);
+    // An agent that runs the same `wf insert-job` again (after an ambiguous failure, a lost
+    // acknowledgement) must not insert twice: its job ids follow from who asks (the calling
+    // job and its attempt) and what is asked, so a retry finds its own insert.
+    if let Some(attempt) = caller.and_then(|c| doc.job(c)).map(|j| j.attempt) {
+        let seed = format!("{}/{}/{attempt}", doc.id, caller.unwrap_or_default());
+        for (i, (job, context)) in jobs.iter_mut().enumerate() {
+            let what = format!(
+                "{seed}/{i}/{}/{}/{:?}/{}",
+                job.job_type,
+                job.harness,
+                job.model,
+                chain::fingerprint(context)
+            );
+            job.id = ids::from_random(chain::fingerprint(&what));
+        }
+        if group.is_some() {
+            group = Some(ids::from_random(chain::fingerprint(&format!(
+                "{seed}/group"
+            ))));
+        }
+    }
     let position = match after {
         None => Position::End,
         Some(prefix) => Position::After(resolve_job([&doc], prefix)?.1.id.clone()),
@@ -408,7 +430,6 @@ pub async fn insert_jobs(
     }
     write_contexts(store, &doc.id, &jobs).await?;
     let new: Vec<NewJob> = jobs.into_iter().map(|(j, _)| j).collect();
-    let group = (new.len() > 1).then(crate::random::new_id);
     let caller = caller.map_or(Caller::Human, Caller::Job);
     let (doc, _) = store
         .update(&doc.id, |d| {

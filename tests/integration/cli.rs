@@ -393,3 +393,46 @@ fn a_reader_closing_the_pipe_ends_wf_quietly() {
         assert!(stderr.is_empty(), "wf {args:?}: {stderr}");
     }
 }
+
+/// A PM that runs the same `wf insert-job` again (its first call's acknowledgement was lost, so
+/// it saw an error) does not get two jobs: the ids follow from the calling job, its attempt and
+/// the request. A different request is a different job.
+#[test]
+fn an_agents_retried_insert_is_not_doubled() {
+    let env = env();
+    let aid = env.create("Retry me");
+    let pm = env
+        .wf_ok(&["insert-job", &aid, "--type", "pm"])
+        .trim()
+        .to_string();
+    let as_pm = |args: &[&str]| {
+        let mut cmd = env.wf_cmd(args);
+        cmd.env("WF_JOB_ID", &pm).env("WF_ASSIGNMENT_ID", &aid);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = as_pm(&["insert-job", "--type", "implement", "--context", "do it"]);
+    let again = as_pm(&["insert-job", "--type", "implement", "--context", "do it"]);
+    assert_eq!(first, again, "the retry found its own insert");
+    let implements = |env: &TestEnv| {
+        env.assignment(&aid)
+            .jobs
+            .iter()
+            .filter(|j| j.job_type == wf_core::model::JobType::Implement)
+            .count()
+    };
+    assert_eq!(implements(&env), 1);
+    as_pm(&[
+        "insert-job",
+        "--type",
+        "implement",
+        "--context",
+        "then this",
+    ]);
+    assert_eq!(implements(&env), 2);
+}

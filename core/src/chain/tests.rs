@@ -1005,3 +1005,26 @@ fn appended_texts_and_notes_are_bounded() {
     update_assignment(&mut d, &update, Caller::Human, &pm("p"), 10).unwrap();
     assert_eq!(d.artifacts, "fresh");
 }
+
+/// An agent's retried `wf update-assignment` (the same text again, after an ambiguous failure)
+/// appends nothing twice.
+#[test]
+fn an_agents_repeated_append_is_not_doubled() {
+    let mut d = doc();
+    let update = AssignmentUpdate {
+        artifacts: Some("built the parser".into()),
+        note: Some("look at the lexer".into()),
+        ..AssignmentUpdate::default()
+    };
+    for _ in 0..2 {
+        update_assignment(&mut d, &update, Caller::Job("j"), &pm("p"), 10).unwrap();
+    }
+    assert_eq!(d.artifacts, "built the parser");
+    assert_eq!(d.notes.len(), 1);
+    let more = AssignmentUpdate {
+        artifacts: Some("added tests".into()),
+        ..AssignmentUpdate::default()
+    };
+    update_assignment(&mut d, &more, Caller::Job("j"), &pm("p"), 11).unwrap();
+    assert_eq!(d.artifacts, "built the parser\nadded tests");
+}

@@ -76,6 +76,8 @@ pub enum Updated {
 
 fn merge_memory(current: &mut String, text: &str, caller: Caller<'_>) {
     match caller {
+        // The same text appended again is a retried command, not new information.
+        Caller::Job(_) if current.ends_with(text) => {}
         Caller::Job(_) if !current.is_empty() && !text.is_empty() => {
             current.push('\n');
             current.push_str(text);
@@ -122,7 +124,10 @@ pub fn update_assignment(
     if let Some(text) = &update.decisions {
         merge_memory(&mut doc.decisions, text, caller);
     }
-    if let Some(text) = &update.note {
+    let repeated_note = matches!(caller, Caller::Job(_))
+        && update.note.is_some()
+        && doc.notes.last().map(|n| &n.text) == update.note.as_ref();
+    if let Some(text) = update.note.as_ref().filter(|_| !repeated_note) {
         doc.notes.push(Note {
             text: text.clone(),
             at: now,
