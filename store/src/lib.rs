@@ -234,6 +234,15 @@ impl Store {
         }
     }
 
+    /// On NATS, how far this machine's clock is from the server's (ms, positive: ahead) and
+    /// the measurement's uncertainty; `None` for the embedded store, which one machine owns.
+    pub async fn clock_skew(&self, probe: &str) -> Option<Result<(i64, u64), StoreError>> {
+        match self {
+            Store::Sled(_) => None,
+            Store::Nats(s) => Some(s.clock_skew(probe).await),
+        }
+    }
+
     /// The largest encoded document this store accepts.
     pub fn max_document(&self) -> usize {
         match self {

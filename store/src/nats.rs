@@ -233,6 +233,32 @@ impl NatsStore {
         })
     }
 
+    /// How far this machine's wall clock is from the NATS server's, in ms (positive: ahead),
+    /// and the measurement's uncertainty (half the round trip). Measured by writing a probe
+    /// key and reading back the time the server stored it.
+    pub async fn clock_skew(&self, probe: &str) -> Result<(i64, u64), StoreError> {
+        let key = self.key("clock", probe);
+        let before = wf_core::clock::now_ms();
+        self.inner
+            .kv
+            .put(&key, Vec::new().into())
+            .await
+            .map_err(|e| backend("cannot write the clock probe", e))?;
+        let after = wf_core::clock::now_ms();
+        let entry = self
+            .inner
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| backend("cannot read the clock probe", e))?
+            .ok_or_else(|| StoreError::Backend("the clock probe vanished".into()))?;
+        // Why: the probe has served; a leftover key is overwritten by the next probe.
+        let _ = self.inner.kv.delete(&key).await;
+        let server = (entry.created.unix_timestamp_nanos() / 1_000_000) as i64;
+        let mid = (before / 2 + after / 2) as i64;
+        Ok((mid - server, after.saturating_sub(before) / 2))
+    }
+
     /// How many copies of the state bucket the cluster keeps. With one, an acknowledged write
     /// is safe from a process crash but not from a power loss or kernel panic until
     /// nats-server fsyncs it (every `sync_interval`, 2 minutes by default).

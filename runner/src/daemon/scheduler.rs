@@ -44,6 +44,9 @@ pub(super) struct Scheduler {
     phase: Phase,
     retry_at: Option<tokio::time::Instant>,
     queue: Option<Wakeups>,
+    /// Whether this machine's clock agrees with the fleet's (the NATS server's) closely enough
+    /// to judge leases; while it does not, the runner claims nothing.
+    clock_ok: bool,
 }
 
 impl Scheduler {
@@ -57,6 +60,35 @@ impl Scheduler {
             phase: Phase::Running,
             retry_at: None,
             queue,
+            clock_ok: true,
+        }
+    }
+
+    /// Measures the clock against the NATS server's and decides whether claiming is safe:
+    /// leases are judged on wall clocks, so a machine off by more than a quarter of the lease
+    /// would take live leases for dead ones (or write leases others take for dead).
+    async fn check_clock(&mut self) {
+        let Some(measured) = self.ctx.store.clock_skew(&self.ctx.runner_id).await else {
+            return;
+        };
+        let bound = self.ctx.lease_ms() as i64 / 4;
+        match measured {
+            Ok((skew, uncertainty)) => {
+                let ok = skew.abs() - uncertainty as i64 <= bound;
+                if !ok {
+                    tracing::error!(
+                        skew_ms = skew, bound_ms = bound,
+                        "this machine's clock is off from the NATS server's by more than a quarter of leaseMs; claiming nothing until it is fixed"
+                    );
+                } else if !self.clock_ok {
+                    tracing::info!(
+                        skew_ms = skew,
+                        "the clock agrees with the NATS server's again"
+                    );
+                }
+                self.clock_ok = ok;
+            }
+            Err(e) => tracing::warn!(%e, "cannot measure the clock against the NATS server"),
         }
     }
 
@@ -79,6 +111,7 @@ impl Scheduler {
         mut changes: broadcast::Receiver<wf_store::Change>,
         signals: &mut mpsc::UnboundedReceiver<()>,
     ) -> anyhow::Result<()> {
+        self.check_clock().await;
         loop {
             if matches!(self.phase, Phase::Running)
                 && self
@@ -373,11 +406,13 @@ impl Scheduler {
         for doc in docs {
             q.announce(doc).await;
         }
-        q.request(free);
+        // A runner whose clock is off pulls no work (others see the announcements).
+        q.request(if self.clock_ok { free } else { 0 });
     }
 
     /// NATS, every `leaseMs`: announce every claimable assignment, from a fresh listing.
     async fn sweep(&mut self) {
+        self.check_clock().await;
         self.reload().await;
         let eligible = self.eligible();
         let Some(q) = self.queue.as_mut() else { return };
@@ -389,7 +424,7 @@ impl Scheduler {
     /// another runner's lease is about to expire, ask for it again at the expiry).
     async fn on_token(&mut self, token: Token) {
         let aid = token.assignment_id().to_string();
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running) || !self.clock_ok {
             token.release(None).await;
             return;
         }
