@@ -469,3 +469,135 @@ fn a_rolling_restart_in_one_directory_loses_no_work() {
         started.elapsed(),
     );
 }
+
+/// A runner whose wall clock is 40 s ahead (libfaketime) would take every healthy lease for an
+/// expired one. It measures its clock against the NATS server's, finds it off by more than a
+/// quarter of the lease, and claims nothing; the healthy runner does all the work, once.
+#[test]
+fn a_runner_with_a_skewed_clock_claims_nothing() {
+    let lib = wf_tests::libfaketime();
+    let server = NatsServer::start(&nats_server());
+    let mut env = nats_env(&server.url(), "skew", json!({}), json!({}));
+    let work = env.work.clone();
+    let script =
+        json!({"plan": working_plan(&work, json!(1500)), "pm": completing_pm(&work, json!(0))});
+    std::fs::write(work.join("script.json"), script.to_string()).unwrap();
+    env.start_runner();
+    let lib = lib.display().to_string();
+    env.set_runner_env(
+        1,
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", "+40s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    env.start_runner_n(1);
+    let started = Instant::now();
+    let ids = env.create_started("Under a skewed clock", 4, "plan");
+    for id in &ids {
+        env.wait_for(id, LONG, complete);
+    }
+    let runners: std::collections::HashSet<String> = env
+        .records("records")
+        .iter()
+        .map(|r| r["runner"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(runners.len(), 1, "the skewed runner ran jobs: {runners:?}");
+    let log = env.runner_log();
+    assert!(
+        log.contains("off from the NATS server's by more than a quarter of leaseMs"),
+        "{log}"
+    );
+    let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+    assert!(violations.is_empty(), "double run: {violations}");
+    let records = env.records("records").len();
+    record_reliability(
+        "a_runner_with_a_skewed_clock_claims_nothing",
+        "NATS: one of two runners has its wall clock 40 s ahead (libfaketime), beyond leaseMs (3 s)",
+        "it measures its clock against the server's (the stored time of a probe key), refuses to pull or claim while the skew exceeds leaseMs/4, and says why in its log",
+        1,
+        &format!("nothing: 4 of 4 assignments complete, {records} agent runs, all on the healthy runner, no double run"),
+        started.elapsed(),
+    );
+}
+
+/// One runner is cut off from NATS mid-job (a partition: its connection stays open, nothing
+/// passes) while another runner takes over. The cut-off runner stops its agent — which
+/// ignores SIGTERM — before its lease expires (self-fencing), so the two agents of the job never
+/// run at once; the job completes once on the other runner.
+#[test]
+// Long: one fault scenario: the claim, the partition, the fence, the takeover, the count.
+fn a_partitioned_runner_fences_itself_before_another_takes_over() {
+    let server = NatsServer::start(&nats_server());
+    let proxy = wf_tests::Proxy::start(server.port);
+    let mut env = nats_env(&server.url(), "partition", json!({}), json!({}));
+    let work = env.work.clone();
+    let script = json!({
+        "plan": [
+            {"lock": work.join("locks").display().to_string()},
+            {"record": work.join("records").display().to_string()},
+            {"init": true},
+            {"ignoreSigterm": true},
+            {"sleepMs": 4000},
+            {"result": "planned"}
+        ],
+        "pm": completing_pm(&work, json!(0))
+    });
+    std::fs::write(work.join("script.json"), script.to_string()).unwrap();
+    // Runner 0 reaches NATS only through the proxy.
+    let config_path = env.root.join(".wf/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["store"]["url"] = json!(proxy.url());
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Across a partition", "--start", "plan"])
+        .trim()
+        .to_string();
+    env.wait_records("records", 1, LONG);
+    let first = env.records("records")[0].clone();
+    let agent = first["pid"].as_u64().unwrap() as u32;
+    let cut = Instant::now();
+    proxy.black_hole();
+    // Runner 1 talks to the server directly; it takes the job once the lease expires.
+    config["store"]["url"] = json!(server.url());
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.start_runner_n(1);
+    assert!(
+        wf_tests::wait_gone(agent, Duration::from_secs(10)),
+        "the cut-off runner's agent ran on\n{}",
+        env.runner_log()
+    );
+    let fenced = cut.elapsed();
+    let doc = env.wait_for(&aid, LONG, complete);
+    let violations = std::fs::read_to_string(work.join("locks/violations")).unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "two agents ran the job at once: {violations}"
+    );
+    let plans: Vec<Value> = env
+        .records("records")
+        .into_iter()
+        .filter(|r| r["type"] == "plan")
+        .collect();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert_ne!(plans[0]["runner"], plans[1]["runner"]);
+    assert!(
+        plans[1]["startUs"].as_u64().unwrap() / 1000
+            > first["startUs"].as_u64().unwrap() / 1000 + fenced.as_millis() as u64 / 2,
+        "the second agent started too early"
+    );
+    assert_eq!(doc.jobs[0].status, JobStatus::Complete);
+    let log = env.runner_log();
+    assert!(log.contains("cannot renew the lease in time"), "{log}");
+    record_reliability(
+        "a_partitioned_runner_fences_itself_before_another_takes_over",
+        "NATS: one runner's connection black-holed (a test-owned TCP proxy passes nothing, resets nothing) mid-job, its agent ignoring SIGTERM, while a second runner runs",
+        "the cut-off runner's renewals get no answer; at its monotonic deadline (leaseMs − killGraceMs − leaseMs/10 after the last good renewal) it stops its agent (TERM, then KILL); the other runner takes the job after the lease expires",
+        1,
+        "nothing: the two agents never held the job at once; the job completed once, on the other runner",
+        fenced,
+    );
+}

@@ -11,7 +11,7 @@
     reason = "the test harness starts the binaries under test and their helpers"
 )]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ pub struct TestEnv {
     runners: Vec<Option<Child>>,
     runners_started: u32,
     nats: Option<(String, String)>,
+    /// Extra environment per runner number (e.g. a faked clock).
+    runner_env: HashMap<usize, Vec<(String, String)>>,
 }
 
 /// Merges `extra` into `base`, object by object.
@@ -111,6 +113,7 @@ impl TestEnv {
             runners: Vec::new(),
             runners_started: 0,
             nats,
+            runner_env: HashMap::new(),
         }
     }
 
@@ -210,6 +213,16 @@ impl TestEnv {
         wf_runner::paths::socket_path(&self.root.join(".wf"))
     }
 
+    /// Sets extra environment for runner `n`, used from its next start.
+    pub fn set_runner_env(&mut self, n: usize, vars: &[(&str, &str)]) {
+        self.runner_env.insert(
+            n,
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+
     /// Starts runner 0 and waits until it is ready.
     pub fn start_runner(&mut self) {
         self.start_runner_n(0);
@@ -269,6 +282,9 @@ impl TestEnv {
             if k.to_string_lossy().starts_with("WF_") && k != "WF_LOG" {
                 cmd.env_remove(k);
             }
+        }
+        if let Some(vars) = self.runner_env.get(&n) {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
         }
         let mut child = cmd.spawn().expect("starting wf-runner");
         self.runners_started += 1;
@@ -741,6 +757,87 @@ pub fn unreadable_documents_are_skipped(env: &mut TestEnv) {
         "{}",
         env.runner_log()
     );
+}
+
+/// Debian's `libfaketime.so.1` (`$WF_LIBFAKETIME`, as `./test` sets it). Panics — the skew
+/// test must fail, not skip — when it is missing.
+pub fn libfaketime() -> PathBuf {
+    let path = std::env::var_os("WF_LIBFAKETIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join(".cache/faketime/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+        });
+    assert!(
+        path.is_file(),
+        "libfaketime not found at {}: run the suite with ./test, which fetches it, or set \
+         WF_LIBFAKETIME",
+        path.display()
+    );
+    path
+}
+
+/// A TCP proxy on 127.0.0.1 the test owns, in front of one server: it forwards both ways
+/// until [`Proxy::black_hole`], after which it keeps every connection open but passes nothing
+/// (a network partition: no reset, no answer). Threads end with the test process.
+pub struct Proxy {
+    port: u16,
+    black_hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let black_hole = std::sync::Arc::new(AtomicBool::new(false));
+        let hole = black_hole.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let hole = hole.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if hole.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, black_hole }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on nothing passes, in either direction.
+    pub fn black_hole(&self) {
+        self.black_hole
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The server most NATS tests run against: the first of [`nats_servers`].
