@@ -54,7 +54,9 @@ fn a_silent_agent_is_stopped_by_the_idle_timeout() {
         "{doc:#?}"
     );
     let took = Duration::from_millis(job.completed_at.unwrap() - job.started_at.unwrap());
-    for pid in pids_in(&env.work.join("grandchildren")) {
+    let grandchildren = pids_in(&env.work.join("grandchildren"));
+    assert_eq!(grandchildren.len(), 1, "the grandchild never started");
+    for pid in grandchildren {
         assert!(
             wait_gone(pid, Duration::from_secs(5)),
             "grandchild {pid} survived"
@@ -171,6 +173,11 @@ fn cancel_stops_the_group_and_retry_runs_the_job_again() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let agent = env.records("records")[0]["pid"].as_u64().unwrap() as u32;
+    // The grandchild must be running before the cancel, or its check below proves nothing.
+    while pids_in(&env.work.join("grandchildren")).is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let asked = Instant::now();
     let out = env.wf_ok(&["cancel", &job[..6]]);
@@ -183,7 +190,9 @@ fn cancel_stops_the_group_and_retry_runs_the_job_again() {
     assert_eq!(doc.status, AssignmentStatus::Blocked);
     assert_eq!(doc.jobs.len(), 1, "no PM after a human cancel");
     assert!(wait_gone(agent, Duration::from_secs(5)));
-    for pid in pids_in(&env.work.join("grandchildren")) {
+    let grandchildren = pids_in(&env.work.join("grandchildren"));
+    assert_eq!(grandchildren.len(), 1);
+    for pid in grandchildren {
         assert!(
             wait_gone(pid, Duration::from_secs(5)),
             "grandchild {pid} survived the cancel"

@@ -205,7 +205,9 @@ fn cancel_stops_the_whole_group() {
         Some(Duration::from_millis(300)),
     );
     assert_eq!(r.exit.ended, Ended::Cancelled);
-    for pid in pids_in(&pids) {
+    let grandchildren = pids_in(&pids);
+    assert_eq!(grandchildren.len(), 1, "the grandchild never started");
+    for pid in grandchildren {
         assert!(wait_gone(pid, Duration::from_secs(5)));
     }
 }
@@ -224,7 +226,13 @@ fn leftovers_of_a_finished_agent_are_killed() {
             signal: None
         }
     );
-    for pid in pids_in(&pids) {
+    let grandchildren = pids_in(&pids);
+    assert_eq!(
+        grandchildren.len(),
+        1,
+        "the background process never started"
+    );
+    for pid in grandchildren {
         assert!(
             wait_gone(pid, Duration::from_secs(5)),
             "a background process outlived its agent"
