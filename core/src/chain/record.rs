@@ -62,16 +62,7 @@ pub fn record_attempt(
     pm: &NewJob,
     now: Millis,
 ) -> Result<Recorded, ChainError> {
-    let owns = doc
-        .lease
-        .as_ref()
-        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
-    let idx = doc
-        .job_index(job_id)
-        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
-    let (true, Some(idx)) = (owns, idx) else {
-        return Err(ChainError::Fenced(epoch));
-    };
+    let idx = running_under(doc, epoch, job_id)?;
     apply_report(&mut doc.jobs[idx], report, now);
     doc.usage.add(&report.usage);
     doc.updated_at = now;
@@ -107,6 +98,22 @@ fn pm_position(doc: &Assignment, after: usize) -> usize {
         doc.jobs.len()
     } else {
         after
+    }
+}
+
+/// The index of job `job_id` if it is running under the lease of `epoch`; else the caller's
+/// lease is gone.
+fn running_under(doc: &Assignment, epoch: u64, job_id: &str) -> Result<usize, ChainError> {
+    let owns = doc
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
+    let idx = doc
+        .job_index(job_id)
+        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
+    match (owns, idx) {
+        (true, Some(idx)) => Ok(idx),
+        _ => Err(ChainError::Fenced(epoch)),
     }
 }
 
@@ -198,16 +205,7 @@ pub fn record_when_full(
     reason: &str,
     now: Millis,
 ) -> Result<(), ChainError> {
-    let owns = doc
-        .lease
-        .as_ref()
-        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
-    let idx = doc
-        .job_index(job_id)
-        .filter(|&i| doc.jobs[i].status == JobStatus::Running);
-    let (true, Some(idx)) = (owns, idx) else {
-        return Err(ChainError::Fenced(epoch));
-    };
+    let idx = running_under(doc, epoch, job_id)?;
     apply_report(&mut doc.jobs[idx], report, now);
     doc.jobs[idx].failure_detail = None;
     doc.usage.add(&report.usage);
