@@ -601,3 +601,64 @@ fn a_partitioned_runner_fences_itself_before_another_takes_over() {
         fenced,
     );
 }
+
+/// A PM's `wf insert-job` whose acknowledgement is lost (a proxy the test owns holds the
+/// server's answers back after the write): the write was stored, the command failed; the PM
+/// runs it again, and the assignment has the job once.
+#[test]
+fn a_retried_insert_after_a_lost_acknowledgement_inserts_once() {
+    let server = NatsServer::start(&nats_server());
+    let proxy = wf_tests::Proxy::start(server.port);
+    let env = nats_env(&server.url(), "ambiguous", json!({}), json!({}));
+    let aid = env.create("Lost acknowledgement");
+    let pm = env
+        .wf_ok(&["insert-job", &aid, "--type", "pm"])
+        .trim()
+        .to_string();
+    let insert = |url: &str| {
+        let mut cmd = env.wf_cmd(&["insert-job", "--type", "implement", "--context", "do it"]);
+        cmd.env("WF_JOB_ID", &pm)
+            .env("WF_ASSIGNMENT_ID", &aid)
+            .env("WF_NATS_URL", url);
+        cmd.output().unwrap()
+    };
+    let started = Instant::now();
+    proxy.withhold_answers_after(
+        format!("HPUB $KV.wf.ambiguous.asg.{aid}").as_bytes(),
+        Duration::from_secs(8),
+    );
+    let first = insert(&proxy.url());
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        !first.status.success(),
+        "the first call did not fail: {stderr}"
+    );
+    // The write was stored although the caller saw an error.
+    let implements = || {
+        env.assignment(&aid)
+            .jobs
+            .iter()
+            .filter(|j| j.job_type == JobType::Implement)
+            .count()
+    };
+    assert_eq!(
+        implements(),
+        1,
+        "the ambiguous write was not stored: {stderr}"
+    );
+    let again = insert(&server.url());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(implements(), 1, "the retry inserted a second job");
+    record_reliability(
+        "a_retried_insert_after_a_lost_acknowledgement_inserts_once",
+        "NATS: the acknowledgement of a PM's `wf insert-job` is lost (a test-owned proxy holds the server's answers back 8 s after the write); the command fails and the PM runs it again",
+        "the job ids of an agent's insert follow from the calling job, its attempt and the request, so the retry finds its own insert",
+        1,
+        "nothing: one implement job, not two",
+        started.elapsed(),
+    );
+}

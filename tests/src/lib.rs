@@ -777,55 +777,48 @@ pub fn libfaketime() -> PathBuf {
     path
 }
 
-/// A TCP proxy on 127.0.0.1 the test owns, in front of one server: it forwards both ways
-/// until [`Proxy::black_hole`], after which it keeps every connection open but passes nothing
-/// (a network partition: no reset, no answer). Threads end with the test process.
+/// A TCP proxy on 127.0.0.1 the test owns, in front of one server. It forwards both ways; after
+/// [`Proxy::black_hole`] it keeps every connection open but passes nothing (a partition: no
+/// reset, no answer); after [`Proxy::withhold_answers_after`] it holds the server's bytes back
+/// for a while once the client has sent a pattern (a lost acknowledgement). Its threads end
+/// with the test process.
 pub struct Proxy {
     port: u16,
-    black_hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    black_hole: std::sync::atomic::AtomicBool,
+    /// A pattern the client may send, and how long to hold the server's bytes back after it.
+    trigger: std::sync::Mutex<Option<(Vec<u8>, Duration)>>,
+    /// Until when the server's bytes are held back.
+    held_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Proxy {
     /// Starts a proxy to `127.0.0.1:upstream`.
     pub fn start(upstream: u16) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("proxy bind");
         let port = listener.local_addr().expect("addr").port();
-        let black_hole = std::sync::Arc::new(AtomicBool::new(false));
-        let hole = black_hole.clone();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let shared = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                for (mut from, mut to) in [
-                    (
-                        client.try_clone().expect("clone"),
-                        server.try_clone().expect("clone"),
-                    ),
-                    (server, client),
-                ] {
-                    let hole = hole.clone();
-                    std::thread::spawn(move || {
-                        use std::io::{Read, Write};
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let n = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if hole.load(Ordering::SeqCst) {
-                                continue;
-                            }
-                            if to.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    });
+                let up = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                for (to_server, (from, to)) in [(true, up), (false, (server, client))] {
+                    let state = shared.clone();
+                    std::thread::spawn(move || state.pump(from, to, to_server));
                 }
             }
         });
-        Self { port, black_hole }
+        Self { port, state }
     }
 
     /// The proxy's URL.
@@ -835,8 +828,53 @@ impl Proxy {
 
     /// From now on nothing passes, in either direction.
     pub fn black_hole(&self) {
-        self.black_hole
+        self.state
+            .black_hole
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next time the client sends `pattern`, the server's answers are held back for `hold`
+    /// (then delivered): the client's request times out although the server did the work.
+    pub fn withhold_answers_after(&self, pattern: &[u8], hold: Duration) {
+        *self.state.trigger.lock().expect("lock") = Some((pattern.to_vec(), hold));
+    }
+}
+
+impl ProxyState {
+    fn pump(&self, mut from: std::net::TcpStream, mut to: std::net::TcpStream, to_server: bool) {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if self.black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            if !to_server {
+                let until = *self.held_until.lock().expect("lock");
+                if let Some(wait) = until.and_then(|u| u.checked_duration_since(Instant::now())) {
+                    std::thread::sleep(wait);
+                }
+            }
+            if to_server {
+                // Before the bytes go on, so that the answer cannot slip through first.
+                let mut trigger = self.trigger.lock().expect("lock");
+                let hit = trigger.as_ref().is_some_and(|(pattern, _)| {
+                    buf[..n]
+                        .windows(pattern.len())
+                        .any(|w| w == pattern.as_slice())
+                });
+                if hit {
+                    let (_, hold) = trigger.take().expect("checked");
+                    *self.held_until.lock().expect("lock") = Some(Instant::now() + hold);
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
     }
 }
 
