@@ -626,11 +626,7 @@ fn tool_processes_that_leave_the_group_die_with_their_attempt() {
             "escape-hang": escaping_harness(&work, "sleep 600")
         }
     });
-    let config_path = env.root.join(".wf/config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    wf_tests::merge(&mut config, &extra);
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.merge_config(&extra);
     script(&env, json!({"pm": pm_completes()}));
     env.start_runner();
     let mut cases = Vec::new();
@@ -699,11 +695,7 @@ fn kill_9_of_the_runner_takes_its_agents_escaped_children_with_it() {
     let mut env = TestEnv::new(&BINS, json!({}), json!({}));
     let work = env.work.clone();
     let extra = json!({"harnesses": {"escape-hang": escaping_harness(&work, "sleep 600")}});
-    let config_path = env.root.join(".wf/config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    wf_tests::merge(&mut config, &extra);
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.merge_config(&extra);
     env.start_runner();
     let mut pids = Vec::new();
     for i in 0..2 {
@@ -769,9 +761,7 @@ fn a_second_runner_on_an_embedded_state_directory_is_refused() {
         .to_string();
     env.wait_records("records", 1, LONG);
     let agent: u32 = env.records("records")[0]["pid"].as_u64().unwrap() as u32;
-    let config_path = env.root.join(".wf/config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut config = env.config();
     config["store"] = json!({"kind": "sled", "path": ".wf/other-db"});
     let other = env.root.join(".wf/other.json");
     std::fs::write(&other, config.to_string()).unwrap();
@@ -826,16 +816,11 @@ fn a_cost_budget_holds_across_a_parallel_group() {
         .to_string(),
     )
     .unwrap();
-    let config_path = env.root.join(".wf/config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     let fake = env.bin.join("fake-agent").display().to_string();
-    wf_tests::merge(
-        &mut config,
+    env.merge_config(
         &json!({"harnesses": {"slow": {"command": fake, "format": "claude",
-                "env": {"FAKE_AGENT_SCRIPT": slow_script.display().to_string()}}}}),
+        "env": {"FAKE_AGENT_SCRIPT": slow_script.display().to_string()}}}}),
     );
-    std::fs::write(&config_path, config.to_string()).unwrap();
     let mut env = env;
     env.start_runner();
 

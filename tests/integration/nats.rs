@@ -546,11 +546,7 @@ fn a_partitioned_runner_fences_itself_before_another_takes_over() {
     });
     std::fs::write(work.join("script.json"), script.to_string()).unwrap();
     // Runner 0 reaches NATS only through the proxy.
-    let config_path = env.root.join(".wf/config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["store"]["url"] = json!(proxy.url());
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.merge_config(&json!({"store": {"url": proxy.url()}}));
     env.start_runner();
     let aid = env
         .wf_ok(&["create", "Across a partition", "--start", "plan"])
@@ -562,8 +558,7 @@ fn a_partitioned_runner_fences_itself_before_another_takes_over() {
     let cut = Instant::now();
     proxy.black_hole();
     // Runner 1 talks to the server directly; it takes the job once the lease expires.
-    config["store"]["url"] = json!(server.url());
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    env.merge_config(&json!({"store": {"url": server.url()}}));
     env.start_runner_n(1);
     assert!(
         wf_tests::wait_gone(agent, Duration::from_secs(10)),

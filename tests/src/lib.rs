@@ -48,7 +48,7 @@ pub struct TestEnv {
 }
 
 /// Merges `extra` into `base`, object by object.
-pub fn merge(base: &mut Value, extra: &Value) {
+fn merge(base: &mut Value, extra: &Value) {
     match (base, extra) {
         (Value::Object(b), Value::Object(e)) => {
             for (k, v) in e {
@@ -213,6 +213,19 @@ impl TestEnv {
         wf_runner::paths::socket_path(&self.root.join(".wf"))
     }
 
+    /// The project's config file (`.wf/config.json`) as JSON.
+    pub fn config(&self) -> Value {
+        let text = std::fs::read_to_string(self.root.join(".wf/config.json")).expect("config");
+        serde_json::from_str(&text).expect("config json")
+    }
+
+    /// Merges `extra` into the project's config file (for the next runner or `wf` started).
+    pub fn merge_config(&self, extra: &Value) {
+        let mut config = self.config();
+        merge(&mut config, extra);
+        std::fs::write(self.root.join(".wf/config.json"), config.to_string()).expect("config");
+    }
+
     /// Sets extra environment for runner `n`, used from its next start.
     pub fn set_runner_env(&mut self, n: usize, vars: &[(&str, &str)]) {
         self.runner_env.insert(
@@ -264,10 +277,7 @@ impl TestEnv {
             cmd.arg("--config").arg(config);
         }
         if own_state {
-            let base = self.root.join(".wf/config.json");
-            let mut config: Value =
-                serde_json::from_str(&std::fs::read_to_string(&base).expect("config"))
-                    .expect("json");
+            let mut config = self.config();
             config["stateDir"] = json!(format!(".wf/state-{n}"));
             let path = self.root.join(format!(".wf/runner-{n}.json"));
             std::fs::write(&path, config.to_string()).expect("runner config");

@@ -193,6 +193,14 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
     Recorded::PmReminderInserted(pm.id.clone())
 }
 
+/// Why an assignment whose document is full is blocked; `detail` is the store's refusal.
+pub fn full_document_reason(detail: &str) -> String {
+    format!(
+        "the assignment's document is full: {detail}; make room (shorter artifacts or decisions \
+         with `wf update-assignment`, or a new assignment), then resume it"
+    )
+}
+
 /// Records the end of job `job_id`'s attempt when the full record does not fit in the store:
 /// its outcome and usage (without the failure detail), and the assignment blocked with
 /// `reason`, with no PM job inserted — so the paid job is not run again in a loop. The lease is

@@ -349,10 +349,7 @@ impl Scheduler {
             }
             Err(UpdateError::Refused(())) => Ok(false),
             Err(UpdateError::Store(e @ wf_store::StoreError::TooLarge { .. })) => {
-                let reason = format!(
-                    "the assignment's document is full: {e}; make room (shorter artifacts or \
-                     decisions), then resume it"
-                );
+                let reason = chain::full_document_reason(&e.to_string());
                 tracing::error!(assignment = %aid, %reason, "blocking instead of claiming");
                 let blocked = ctx
                     .store

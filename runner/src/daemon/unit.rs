@@ -453,10 +453,7 @@ async fn record_full(
     report: &AttemptReport,
     too_large: &StoreError,
 ) -> Option<Assignment> {
-    let reason = format!(
-        "the assignment's document is full: {too_large}; make room (shorter artifacts or \
-         decisions with `wf update-assignment`, or a new assignment), then resume it"
-    );
+    let reason = chain::full_document_reason(&too_large.to_string());
     tracing::error!(assignment = %aid, job = %job.id, %reason, "blocking the assignment");
     let full = ctx.store.update(aid, |d| {
         chain::record_when_full(d, epoch, &job.id, report, &reason, now_ms())
