@@ -556,3 +556,42 @@ async fn record(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit task that panics mid-way stops renewing its lease and gives its slot back; one
+    /// that ends normally (the guard disarmed) reports nothing twice.
+    #[tokio::test]
+    async fn a_panicking_unit_stops_renewing_and_frees_its_slot() {
+        let (done, mut slots) = mpsc::unbounded_channel();
+        let renewing = CancellationToken::new();
+        let guard = UnitGuard {
+            renewing: renewing.clone(),
+            done: Some((done.clone(), "a1".into())),
+        };
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            tokio::task::yield_now().await;
+            panic!("a bug in a unit task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(
+            renewing.is_cancelled(),
+            "the renewal goes on behind a panicked unit"
+        );
+        let (aid, last) = slots
+            .try_recv()
+            .expect("the slot of a panicked unit is not freed");
+        assert_eq!((aid.as_str(), last), ("a1", None));
+
+        let mut normal = UnitGuard {
+            renewing: CancellationToken::new(),
+            done: Some((done, "a2".into())),
+        };
+        normal.done = None;
+        drop(normal);
+        assert!(slots.try_recv().is_err());
+    }
+}
