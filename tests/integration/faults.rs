@@ -960,3 +960,69 @@ fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
         took,
     );
 }
+
+/// An attempt lost with its runner (kill -9 in the middle of a Claude run) still counts what
+/// it spent: the restarted runner reads the turns' usage from the attempt's transcript and adds
+/// it, priced, when it takes the job over — once, on top of what the second attempt reports.
+#[test]
+fn usage_of_an_attempt_lost_with_its_runner_is_recovered_from_its_transcript() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.merge_config(&json!({"prices": {"fake-model": {"inputPerMTok": 3.0, "outputPerMTok": 15.0, "cachedInputPerMTok": 0.3}}}));
+    let rec = env.work_path("records");
+    let turn = |id: &str, out: u64| {
+        json!({"raw": json!({"type": "assistant", "session_id": "s", "message": {"id": id,
+            "content": [{"type": "text", "text": "working"}],
+            "usage": {"input_tokens": 2000, "cache_read_input_tokens": 100000, "output_tokens": out}}}).to_string()})
+    };
+    script(
+        &env,
+        json!({
+            "plan": {"byAttempt": [
+                [{"init": true}, turn("m1", 500), turn("m1", 800), turn("m2", 1200), {"record": rec}, {"sleepMs": 600000}],
+                [{"init": true}, {"result": {"text": "planned", "cost": 0.01}}]
+            ]},
+            "pm": [{"init": true}, {"wf": ["update-assignment", "--status", "complete"]}, {"result": "done"}]
+        }),
+    );
+    env.start_runner();
+    let ids = env.create_started("lost", 1, "plan");
+    env.wait_records("records", 1, LONG);
+    let killed = Instant::now();
+    env.signal_runner(libc::SIGKILL);
+    env.start_runner();
+    let doc = env.wait_for(&ids[0], LONG, |d| d.status == AssignmentStatus::Complete);
+    let took = killed.elapsed();
+    let plan = &doc.jobs[0];
+    assert_eq!(plan.attempt, 2, "{doc:#?}");
+    // Attempt 1: two turns (m1 counted once, at its latest usage): 204 000 input tokens of which
+    // 200 000 cached, 2 000 output. Attempt 2's result: 100 in, 20 out, $0.01.
+    assert_eq!(
+        (plan.usage.input_tokens, plan.usage.output_tokens),
+        (204_000 + 100, 2_000 + 20),
+        "{doc:#?}"
+    );
+    let lost = (4_000.0 * 3.0 + 200_000.0 * 0.3 + 2_000.0 * 15.0) / 1e6;
+    let cost = plan.usage.cost_usd.unwrap();
+    assert!(
+        (cost - (lost + 0.01)).abs() < 1e-9,
+        "job cost {cost}, want {}",
+        lost + 0.01
+    );
+    let pm_cost: f64 = doc.jobs[1..].iter().filter_map(|j| j.usage.cost_usd).sum();
+    let total = doc.usage.cost_usd.unwrap();
+    assert!(
+        (total - (cost + pm_cost)).abs() < 1e-9,
+        "assignment {total}"
+    );
+    assert!(env
+        .runner_log()
+        .contains("recovered the usage of an abandoned attempt"));
+    record(
+        "usage_of_an_attempt_lost_with_its_runner_is_recovered_from_its_transcript",
+        "kill -9 of the runner while a Claude-format agent is mid-run (3 assistant events, 2 turns, no result yet)",
+        "transcripts are written a line at a time; the restarted runner reads the dead attempt's turns back, prices them and adds them in the claim that supersedes the attempt",
+        1,
+        &format!("nothing: ${lost:.4} of the lost attempt counted once (job ${cost:.4}, assignment ${total:.4})"),
+        took,
+    );
+}

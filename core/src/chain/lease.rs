@@ -1,11 +1,36 @@
 //! Claiming a unit under a lease, renewing it, and releasing dead leases.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use super::*;
 use crate::model::{
-    Assignment, AssignmentStatus, FailureReason, Job, JobStatus, JobType, Lease, Millis,
+    Assignment, AssignmentStatus, FailureReason, Job, JobStatus, JobType, Lease, Millis, Usage,
 };
+
+/// What attempts that were abandoned (their runner died before recording them) spent, as read
+/// from their transcripts, by job id and attempt number. The transition that ends such an
+/// attempt — a claim of its job, or settling its dead lease — adds it to the job and the
+/// assignment, once: the attempt is then over, so no later transition finds it again.
+pub type Recovered = BTreeMap<(String, u32), Usage>;
+
+/// Adds what the abandoned attempt of `doc.jobs[idx]` spent, if it is known.
+fn recover_usage(doc: &mut Assignment, idx: usize, recovered: &Recovered) {
+    let job = &mut doc.jobs[idx];
+    if job.status != JobStatus::Running {
+        return;
+    }
+    if let Some(usage) = recovered.get(&(job.id.clone(), job.attempt)) {
+        job.usage.add(usage);
+        doc.usage.add(usage);
+    }
+}
+
+/// Indices of the jobs of `ids`.
+fn indices(doc: &Assignment, ids: &[String]) -> Vec<usize> {
+    (0..doc.jobs.len())
+        .filter(|&i| ids.contains(&doc.jobs[i].id))
+        .collect()
+}
 
 /// A successful claim: the jobs to run and the fencing epoch that owns them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,14 +51,16 @@ pub enum Claimed {
 }
 
 /// Claims the ready jobs of the current unit for runner `view.me` — or, when starting them
-/// would break a budget, blocks the assignment instead. `None`: nothing to claim.
+/// would break a budget, blocks the assignment instead. `None`: nothing to claim. Jobs whose
+/// earlier attempt was abandoned get what it spent from `recovered`.
 pub fn claim(
     doc: &mut Assignment,
     view: &LeaseView<'_>,
     host: &str,
     lease_ms: u64,
+    recovered: &Recovered,
 ) -> Option<Claimed> {
-    finish_decided_pms(doc, view);
+    finish_decided_pms(doc, view, recovered);
     let Readiness::Ready(job_ids) = readiness(doc, view) else {
         return None;
     };
@@ -47,7 +74,9 @@ pub fn claim(
         return Some(Claimed::OverBudget(reason));
     }
     doc.epoch += 1;
-    for job in doc.jobs.iter_mut().filter(|j| job_ids.contains(&j.id)) {
+    for idx in indices(doc, &job_ids) {
+        recover_usage(doc, idx, recovered);
+        let job = &mut doc.jobs[idx];
         job.status = JobStatus::Running;
         job.attempt += 1;
         job.started_at = Some(view.now);
@@ -81,7 +110,7 @@ pub(super) fn block(doc: &mut Assignment, reason: String, now: Millis) {
 
 /// A PM whose runner died after it decided (it inserted jobs) must not run again: that would
 /// be the same job twice, deciding twice. Such an orphaned PM ends complete.
-fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>) {
+fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>, recovered: &Recovered) {
     if doc.lease.as_ref().is_some_and(|l| view.is_live(l)) {
         return;
     }
@@ -96,12 +125,10 @@ fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>) {
         })
         .map(|pm| pm.id.clone())
         .collect();
-    for id in decided {
-        let pm = doc
-            .jobs
-            .iter_mut()
-            .find(|j| j.id == id)
-            .expect("found above");
+    for idx in indices(doc, &decided) {
+        recover_usage(doc, idx, recovered);
+        let pm = &mut doc.jobs[idx];
+        let id = pm.id.clone();
         pm.status = JobStatus::Complete;
         pm.completed_at = Some(view.now);
         pm.failure_detail =
@@ -117,8 +144,12 @@ fn finish_decided_pms(doc: &mut Assignment, view: &LeaseView<'_>) {
 /// runner died). On a completed assignment nothing runs again: a PM job that was running had
 /// done its work (it completed the assignment) and ends complete, other jobs end cancelled. On a
 /// blocked one, jobs a human cancelled end cancelled and the others go back to pending, to run
-/// when the assignment is resumed.
-pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(), Unchanged> {
+/// when the assignment is resumed. Each such attempt gets what it spent from `recovered`.
+pub fn settle_dead_lease(
+    doc: &mut Assignment,
+    view: &LeaseView<'_>,
+    recovered: &Recovered,
+) -> Result<(), Unchanged> {
     let dead = doc.lease.as_ref().is_some_and(|l| !view.is_live(l));
     if !dead
         || matches!(
@@ -130,11 +161,12 @@ pub fn settle_dead_lease(doc: &mut Assignment, view: &LeaseView<'_>) -> Result<(
     }
     let lease = doc.lease.take().expect("checked");
     let complete = doc.status == AssignmentStatus::Complete;
-    for job in doc
-        .jobs
-        .iter_mut()
-        .filter(|j| lease.job_ids.contains(&j.id) && j.status == JobStatus::Running)
-    {
+    for idx in indices(doc, &lease.job_ids) {
+        if doc.jobs[idx].status != JobStatus::Running {
+            continue;
+        }
+        recover_usage(doc, idx, recovered);
+        let job = &mut doc.jobs[idx];
         let (status, reason, detail) = match (complete, job.job_type, job.cancel_requested) {
             (true, JobType::Pm, _) => (
                 JobStatus::Complete,

@@ -24,7 +24,7 @@ fn claim_run(
     host: &str,
     lease_ms: u64,
 ) -> Option<Claim> {
-    match claim(doc, view, host, lease_ms)? {
+    match claim(doc, view, host, lease_ms, &Recovered::new())? {
         Claimed::Run(c) => Some(c),
         Claimed::OverBudget(reason) => panic!("over budget: {reason}"),
     }
@@ -550,7 +550,7 @@ fn budgets_block_instead_of_starting_work() {
     run_unit(&mut d, "p1", Outcome::Complete);
     run_unit(&mut d, "p2", Outcome::Complete);
     // j1 ran; starting j2 would be the second non-PM job.
-    let r = claim(&mut d, &view(5_000), "h", LEASE).unwrap();
+    let r = claim(&mut d, &view(5_000), "h", LEASE, &Recovered::new()).unwrap();
     assert_eq!(
         r,
         Claimed::OverBudget("budget exceeded: 1 jobs started, maxJobs is 1".into())
@@ -584,7 +584,7 @@ fn budgets_block_instead_of_starting_work() {
     run_unit(&mut d, "p1", Outcome::Complete);
     assert_eq!(d.started_at, Some(3_000));
     assert_eq!(wall_deadline(&d), Some(4_000));
-    let r = claim(&mut d, &view(4_000), "h", LEASE).unwrap();
+    let r = claim(&mut d, &view(4_000), "h", LEASE, &Recovered::new()).unwrap();
     assert!(
         matches!(r, Claimed::OverBudget(ref m) if m.contains("maxWallMs")),
         "{r:?}"
@@ -598,7 +598,7 @@ fn budgets_block_instead_of_starting_work() {
     run_unit(&mut d, "p1", Outcome::Complete);
     run_unit(&mut d, "p2", Outcome::Complete);
     run_unit(&mut d, "p3", Outcome::Complete);
-    let r = claim(&mut d, &view(9_000), "h", LEASE).unwrap();
+    let r = claim(&mut d, &view(9_000), "h", LEASE, &Recovered::new()).unwrap();
     assert!(
         matches!(r, Claimed::OverBudget(ref m) if m.contains("1 PM rounds")),
         "{r:?}"
@@ -754,7 +754,7 @@ fn a_dead_lease_on_a_blocked_assignment_is_settled() {
         exclusive: false,
     };
     assert_eq!(
-        settle_dead_lease(&mut d, &live),
+        settle_dead_lease(&mut d, &live, &Recovered::new()),
         Err(Unchanged),
         "still live"
     );
@@ -763,7 +763,7 @@ fn a_dead_lease_on_a_blocked_assignment_is_settled() {
         me: "new",
         exclusive: false,
     };
-    settle_dead_lease(&mut d, &later).unwrap();
+    settle_dead_lease(&mut d, &later, &Recovered::new()).unwrap();
     assert!(d.lease.is_none());
     assert_eq!(d.jobs[0].failure_reason, Some(FailureReason::Cancelled));
 }
@@ -795,7 +795,7 @@ fn a_completed_assignment_keeps_no_running_jobs_after_its_runner_died() {
         me: "new",
         exclusive: false,
     };
-    settle_dead_lease(&mut d, &later).unwrap();
+    settle_dead_lease(&mut d, &later, &Recovered::new()).unwrap();
     assert!(
         d.jobs.iter().all(|j| j.status == JobStatus::Complete),
         "{:?}",
@@ -1027,4 +1027,63 @@ fn an_agents_repeated_append_is_not_doubled() {
     };
     update_assignment(&mut d, &more, Caller::Job("j"), &pm("p"), 11).unwrap();
     assert_eq!(d.artifacts, "built the parser\nadded tests");
+}
+
+/// What an abandoned attempt spent (read from its transcript by the runner) is added once, by
+/// the transition that ends the attempt — not by a claim that is refused, nor again later.
+#[test]
+fn an_abandoned_attempts_usage_is_recovered_once() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let old = LeaseView {
+        now: 10,
+        me: "old",
+        exclusive: false,
+    };
+    claim_run(&mut d, &old, "h", LEASE).unwrap();
+    let spent = Usage {
+        input_tokens: 1000,
+        output_tokens: 50,
+        cost_usd: Some(0.25),
+    };
+    let recovered: Recovered = [(("j1".to_string(), 1), spent.clone())].into();
+    // While the lease lives nothing is claimed, so nothing is added.
+    let live = LeaseView {
+        now: 20,
+        me: "new",
+        exclusive: false,
+    };
+    let mut copy = d.clone();
+    assert!(claim(&mut copy, &live, "h", LEASE, &recovered).is_none());
+    // The takeover adds the first attempt's usage, to the job and to the assignment.
+    let later = LeaseView {
+        now: 10 + LEASE,
+        me: "new",
+        exclusive: false,
+    };
+    let Some(Claimed::Run(_)) = claim(&mut d, &later, "h", LEASE, &recovered) else {
+        panic!("no takeover");
+    };
+    assert_eq!((d.jobs[0].attempt, &d.jobs[0].usage), (2, &spent));
+    assert_eq!(d.usage.cost_usd, Some(0.25));
+    // Attempt 2 is abandoned too; settling it (the assignment was blocked meanwhile) adds only
+    // what attempt 2 spent, whatever else the map holds.
+    d.status = AssignmentStatus::Blocked;
+    let mut both = recovered.clone();
+    both.insert(("j1".to_string(), 2), spent.clone());
+    let much_later = LeaseView {
+        now: 10 + 3 * LEASE,
+        me: "third",
+        exclusive: false,
+    };
+    settle_dead_lease(&mut d, &much_later, &both).unwrap();
+    assert_eq!(d.jobs[0].status, JobStatus::Pending);
+    assert_eq!(d.usage.cost_usd, Some(0.5));
+    assert_eq!(d.jobs[0].usage.input_tokens, 2000);
+    // Nothing runs any more: nothing more is added.
+    assert_eq!(
+        settle_dead_lease(&mut d, &much_later, &both),
+        Err(Unchanged)
+    );
+    assert_eq!(d.usage.cost_usd, Some(0.5));
 }

@@ -96,6 +96,7 @@ fn content(v: &Value) -> &[Value] {
 }
 
 fn assistant(v: &Value) -> Vec<AgentEvent> {
+    let turn = v.get("message").and_then(turn_usage);
     content(v)
         .iter()
         .filter_map(|block| match str_of(block, "type") {
@@ -107,7 +108,24 @@ fn assistant(v: &Value) -> Vec<AgentEvent> {
             }),
             _ => None,
         })
+        .chain(turn)
         .collect()
+}
+
+/// The usage an assistant message carries (`message.usage`), as a [`AgentEvent::TurnUsage`].
+fn turn_usage(message: &Value) -> Option<AgentEvent> {
+    let usage = message.get("usage").filter(|u| u.is_object())?;
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cache_read_input_tokens");
+    Some(AgentEvent::TurnUsage {
+        message_id: str_of(message, "id").map(str::to_string),
+        usage: Usage {
+            input_tokens: n("input_tokens") + cached + n("cache_creation_input_tokens"),
+            output_tokens: n("output_tokens"),
+            cost_usd: None,
+        },
+        cached_input_tokens: cached,
+    })
 }
 
 /// A one-line rendering of a tool's input: the command or path when there is one.

@@ -50,6 +50,17 @@ pub enum AgentEvent {
     },
     /// A non-fatal error or warning the CLI reported.
     Warning(String),
+    /// What one model turn used so far (Claude reports it with every assistant message; the
+    /// events of one message repeat it, so the latest per message id counts). Only the
+    /// transcript of an attempt that never reached its result needs it.
+    TurnUsage {
+        /// The message id, when reported.
+        message_id: Option<String>,
+        /// Tokens of the turn (cached input counted as input); no cost.
+        usage: Usage,
+        /// Of the input tokens, how many were cached (for pricing).
+        cached_input_tokens: u64,
+    },
     /// The terminal event.
     Result(AgentResult),
 }

@@ -190,7 +190,7 @@ pub fn priced(
     }
     let model = model.or(log.model.as_deref());
     if let Some(price) = model.and_then(|m| prices.get(m)) {
-        let cached = log.result.as_ref().map_or(0, |r| r.cached_input_tokens);
+        let cached = log.usage_so_far().1;
         usage.cost_usd = Some(cost(usage, cached, price));
     }
 }

@@ -1,7 +1,7 @@
 //! What one attempt's stream said, accumulated line by line with bounded memory.
 
 use super::{AgentEvent, AgentResult, Parsed};
-use crate::model::Millis;
+use crate::model::{Millis, Usage};
 
 /// Longest assistant text kept when there is no result event, in bytes.
 const MAX_FALLBACK_TEXT: usize = 256 * 1024;
@@ -49,9 +49,23 @@ pub struct RunLog {
     pub last_retry_status: Option<u16>,
     /// The last warning the CLI reported.
     pub last_warning: Option<String>,
+    /// Usage of the model turns before the latest one (see [`AgentEvent::TurnUsage`]).
+    turns: (Usage, u64),
+    /// The latest turn: its message id, usage and cached input tokens.
+    turn: Option<(Option<String>, Usage, u64)>,
 }
 
 impl RunLog {
+    /// The log of a whole stream read back, e.g. from the transcript of an attempt whose
+    /// runner died.
+    pub fn of_transcript(format: crate::config::StreamFormat, transcript: &str) -> Self {
+        let mut log = RunLog::default();
+        for line in transcript.lines() {
+            log.push(&super::parse_line(format, line));
+        }
+        log
+    }
+
     /// Records one parsed line.
     pub fn push(&mut self, parsed: &Parsed) {
         match parsed {
@@ -105,7 +119,34 @@ impl RunLog {
             }
             AgentEvent::Warning(w) => self.last_warning = Some(w.chars().take(500).collect()),
             AgentEvent::Result(r) => self.result = Some(r.clone()),
+            AgentEvent::TurnUsage {
+                message_id,
+                usage,
+                cached_input_tokens,
+            } => {
+                let same = matches!(&self.turn, Some((id, ..)) if id.is_some() && id == message_id);
+                if let (false, Some((_, done, cached))) = (same, self.turn.take()) {
+                    self.turns.0.add(&done);
+                    self.turns.1 += cached;
+                }
+                self.turn = Some((message_id.clone(), usage.clone(), *cached_input_tokens));
+            }
         }
+    }
+
+    /// What the attempt spent as far as its stream tells: the result's usage when it came,
+    /// else the sum of the turns reported so far (no cost; see [`super::priced`]). The second
+    /// value is how many of the input tokens were cached.
+    pub fn usage_so_far(&self) -> (Usage, u64) {
+        if let Some(r) = &self.result {
+            return (r.usage.clone(), r.cached_input_tokens);
+        }
+        let (mut usage, mut cached) = self.turns.clone();
+        if let Some((_, last, c)) = &self.turn {
+            usage.add(last);
+            cached += c;
+        }
+        (usage, cached)
     }
 
     /// The text the job's result is: the result event's, else the last message.

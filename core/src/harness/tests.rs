@@ -690,10 +690,8 @@ fn agents_without_a_cost_are_priced_by_their_model() {
         r#"{"prices": {"gpt-5": {"inputPerMTok": 1.0, "outputPerMTok": 10.0,
                                  "cachedInputPerMTok": 0.5}}}"#,
     );
-    let log = RunLog {
-        model: Some("gpt-5".into()),
-        ..RunLog::default()
-    };
+    let mut log = RunLog::default();
+    log.model = Some("gpt-5".into());
     let mut usage = Usage {
         input_tokens: 1_000_000,
         output_tokens: 100_000,
@@ -707,4 +705,43 @@ fn agents_without_a_cost_are_priced_by_their_model() {
     let mut unknown = Usage::default();
     priced(&mut unknown, &log, Some("other"), &c.prices);
     assert_eq!(unknown.cost_usd, None);
+}
+
+/// An attempt that never reached its result still says what it spent: Claude's assistant
+/// messages carry their usage, repeated in every event of one message (counted once).
+#[test]
+fn the_usage_of_an_unfinished_claude_stream_is_the_sum_of_its_turns() {
+    let msg = |id: &str, out: u64| {
+        format!(
+            r#"{{"type":"assistant","message":{{"id":"{id}","content":[{{"type":"text","text":"hi"}}],"usage":{{"input_tokens":10,"cache_read_input_tokens":1000,"cache_creation_input_tokens":5,"output_tokens":{out}}}}}}}"#
+        )
+    };
+    let transcript = [msg("m1", 7), msg("m1", 9), msg("m2", 3), "not json".into()].join("\n");
+    let log = RunLog::of_transcript(crate::config::StreamFormat::Claude, &transcript);
+    let (usage, cached) = log.usage_so_far();
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cost_usd,
+            cached
+        ),
+        (2 * 1015, 9 + 3, None, 2000)
+    );
+    // Priced at the configured price of the model, cached input at its own price.
+    let c = config(
+        r#"{"prices": {"claude-x": {"inputPerMTok": 3.0, "outputPerMTok": 15.0,
+                                    "cachedInputPerMTok": 0.3}}}"#,
+    );
+    let mut priced_usage = usage.clone();
+    priced(&mut priced_usage, &log, Some("claude-x"), &c.prices);
+    let want = (30.0 * 3.0 + 2000.0 * 0.3 + 12.0 * 15.0) / 1e6;
+    assert!((priced_usage.cost_usd.unwrap() - want).abs() < 1e-12);
+    // Once the result came, its usage is the attempt's.
+    let done = format!(
+        "{transcript}\n{}",
+        r#"{"type":"result","subtype":"success","is_error":false,"result":"ok","total_cost_usd":0.5,"usage":{"input_tokens":1,"output_tokens":2}}"#
+    );
+    let log = RunLog::of_transcript(crate::config::StreamFormat::Claude, &done);
+    assert_eq!(log.usage_so_far().0.cost_usd, Some(0.5));
 }

@@ -25,6 +25,7 @@ use wf_core::config::Config;
 use wf_core::prompt::Templates;
 use wf_store::Store;
 
+mod recover;
 mod scheduler;
 mod startup;
 mod stop;

@@ -199,6 +199,7 @@ impl Scheduler {
     async fn settle_dead_leases(&mut self) {
         for aid in self.dead_leases() {
             let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+            let recovered = self.recovered_usage(&aid).await;
             let settled = ctx
                 .store
                 .update(&aid, |d| {
@@ -207,7 +208,7 @@ impl Scheduler {
                         me: &ctx.runner_id,
                         exclusive,
                     };
-                    chain::settle_dead_lease(d, &view)
+                    chain::settle_dead_lease(d, &view, &recovered)
                 })
                 .await;
             match settled {
@@ -306,6 +307,19 @@ impl Scheduler {
         }
     }
 
+    /// What the abandoned attempts of `aid` (as last seen) spent, from their transcripts here.
+    async fn recovered_usage(&self, aid: &str) -> chain::Recovered {
+        let Some(doc) = self.cache.get(aid) else {
+            return chain::Recovered::new();
+        };
+        let view = LeaseView {
+            now: now_ms(),
+            me: &self.ctx.runner_id,
+            exclusive: self.exclusive,
+        };
+        super::recover::recovered_usage(&self.ctx, doc, &view).await
+    }
+
     /// Claims `aid` and starts its unit, holding `token` (NATS) until the unit is recorded.
     /// Returns false when the assignment was not claimable.
     async fn claim(
@@ -314,6 +328,7 @@ impl Scheduler {
         token: Option<Token>,
     ) -> Result<bool, wf_store::StoreError> {
         let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+        let recovered = self.recovered_usage(aid).await;
         let claimed = ctx
             .store
             .update(aid, |d| {
@@ -322,7 +337,7 @@ impl Scheduler {
                     me: &ctx.runner_id,
                     exclusive,
                 };
-                chain::claim(d, &view, &ctx.host, ctx.lease_ms()).ok_or(())
+                chain::claim(d, &view, &ctx.host, ctx.lease_ms(), &recovered).ok_or(())
             })
             .await;
         match claimed {

@@ -279,8 +279,10 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
             let parsed = match line {
                 Line::Text(text) => {
                     if let Some(t) = transcript.as_mut() {
+                        // One write per line, unbuffered: a kill -9 of the runner loses none of
+                        // it (the usage of an abandoned attempt is read back from it).
                         // Why: a full disk must not fail the job; the transcript is a copy.
-                        let _ = writeln!(t, "{text}");
+                        let _ = t.write_all(format!("{text}\n").as_bytes());
                     }
                     harness::parse_line(format, text)
                 }
@@ -295,11 +297,7 @@ async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> A
         },
     )
     .await;
-    if let Some(mut t) = transcript {
-        if let Err(e) = t.flush() {
-            tracing::warn!(path = %transcript_path.display(), %e, "cannot write the transcript");
-        }
-    }
+    drop(transcript);
     let verdict = match exit {
         Err(e) => failed(FailureReason::SpawnError, e.to_string()),
         Ok(exit) => {
@@ -420,7 +418,7 @@ fn judge(
     Some(verdict)
 }
 
-fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::fs::File>> {
+fn open_transcript(path: &Path, prompt: &str) -> Option<std::fs::File> {
     let dir = path.parent()?;
     if let Err(e) = std::fs::create_dir_all(dir) {
         tracing::warn!(%e, dir = %dir.display(), "cannot create the transcript directory");
@@ -429,7 +427,7 @@ fn open_transcript(path: &Path, prompt: &str) -> Option<std::io::BufWriter<std::
     // Why: the prompt copy is for humans debugging a job; failing to write it changes nothing.
     let _ = std::fs::write(path.with_extension("prompt.md"), prompt);
     match std::fs::File::create(path) {
-        Ok(f) => Some(std::io::BufWriter::new(f)),
+        Ok(f) => Some(f),
         Err(e) => {
             tracing::warn!(%e, path = %path.display(), "cannot create the transcript");
             None
