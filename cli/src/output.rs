@@ -271,6 +271,12 @@ pub(crate) fn assignment(d: &Assignment, now: Millis) -> String {
             d.id
         ));
     } else {
+        if d.archive.jobs > 0 {
+            out.push_str(&format!(
+                "{} earlier finished jobs are archived; `wf jobs --assignment {}` lists them all\n",
+                d.archive.jobs, d.id
+            ));
+        }
         out.push_str(&jobs_table(&d.jobs, now, false).to_string());
         out.push('\n');
     }

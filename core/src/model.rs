@@ -261,12 +261,13 @@ pub struct Note {
     pub at: Millis,
 }
 
-/// The schema version of the [`Assignment`] documents this wf writes, and the newest it reads.
+/// The newest schema version of the [`Assignment`] documents this wf reads and writes.
+/// Version 2 added `archive`; a document is written at 2 only once it has one.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
 /// the stored shape bumps it; a document with a newer version is left alone — not claimed,
 /// not written, listed by `wf doctor` — by a wf that reads only older ones.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Documents written before the field existed are version 1.
 fn first_schema_version() -> u32 {
@@ -320,6 +321,30 @@ pub struct Assignment {
     pub budget: Budget,
     /// When its first job started (for the wall-time budget).
     pub started_at: Option<Millis>,
+    /// The oldest finished jobs, moved out of the document into blobs to keep it small.
+    #[serde(default, skip_serializing_if = "JobArchive::is_empty")]
+    pub archive: JobArchive,
+}
+
+/// Where an assignment's archived jobs are: segments of finished jobs, oldest first, each a
+/// blob holding the JSON array of its jobs (`BlobKey::Archive`). The jobs they hold are the
+/// ones before `Assignment::jobs`, in chain order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobArchive {
+    /// The segments' names (their blob keys within the assignment), oldest first.
+    pub segments: Vec<String>,
+    /// How many jobs they hold.
+    pub jobs: u32,
+    /// Of those, how many non-PM jobs were started (the `maxJobs` budget counts them).
+    pub started: u32,
+}
+
+impl JobArchive {
+    /// Nothing was archived.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
 }
 
 /// Limits on what one assignment may spend. `None` means no limit.
@@ -337,6 +362,16 @@ pub struct Budget {
 }
 
 impl Assignment {
+    /// The oldest schema version that can hold this document: 2 once it uses a field that
+    /// version 2 added (`archive`), else 1. The store writes at least this version.
+    pub fn required_schema_version(&self) -> u32 {
+        if self.archive.is_empty() {
+            1
+        } else {
+            2
+        }
+    }
+
     /// The job with id `id`.
     pub fn job(&self, id: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.id == id)

@@ -211,26 +211,33 @@ fn format_jobs(doc: &Assignment) -> String {
     if doc.jobs.is_empty() {
         return "(none)".to_string();
     }
-    doc.jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| {
-            let mut line = format!(
-                "{}. {} {} ({}) — {}",
-                i + 1,
-                j.id,
-                j.job_type,
-                j.harness,
-                j.status
-            );
-            if let Some(reason) = j.failure_reason {
-                line.push_str(&format!(" ({reason})"));
-            }
-            if j.group_id.is_some() {
-                line.push_str(" [parallel group]");
-            }
-            line
-        })
+    let archived = doc.archive.jobs as usize;
+    let earlier = (archived > 0).then(|| {
+        format!(
+            "1.–{archived}. (finished, archived: `wf jobs --assignment {}` lists them)",
+            doc.id
+        )
+    });
+    let jobs = doc.jobs.iter().enumerate().map(|(i, j)| {
+        let mut line = format!(
+            "{}. {} {} ({}) — {}",
+            archived + i + 1,
+            j.id,
+            j.job_type,
+            j.harness,
+            j.status
+        );
+        if let Some(reason) = j.failure_reason {
+            line.push_str(&format!(" ({reason})"));
+        }
+        if j.group_id.is_some() {
+            line.push_str(" [parallel group]");
+        }
+        line
+    });
+    earlier
+        .into_iter()
+        .chain(jobs)
         .collect::<Vec<_>>()
         .join("\n")
 }

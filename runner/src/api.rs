@@ -147,6 +147,9 @@ request_types! {
     ListJobs {
         /// Only this status.
         status: Option<JobStatus>,
+        /// Only this assignment (id or prefix); its archived jobs included.
+        #[serde(default)]
+        assignment: Option<String>,
     }
     /// `wf job`.
     GetJob {
@@ -240,7 +243,7 @@ impl Call for GetAssignment {
 impl Call for ListJobs {
     type Output = Vec<Job>;
     async fn execute(self, x: Exec<'_>) -> Result<Vec<Job>, OpError> {
-        ops::list_jobs(x.store, self.status).await
+        ops::list_jobs(x.store, self.status, self.assignment.as_deref()).await
     }
 }
 

@@ -501,19 +501,92 @@ pub async fn list_assignments(
     Ok(docs)
 }
 
-/// `wf jobs`: every job, assignments oldest first, each in chain order.
-pub async fn list_jobs(store: &Store, status: Option<JobStatus>) -> Result<Vec<Job>, OpError> {
-    Ok(list_assignments(store, None)
-        .await?
-        .into_iter()
-        .flat_map(|d| d.jobs)
-        .filter(|j| status.is_none_or(|s| j.status == s))
-        .collect())
+/// `wf jobs`: every job (archived ones included), assignments oldest first, each in chain
+/// order; or those of one assignment.
+pub async fn list_jobs(
+    store: &Store,
+    status: Option<JobStatus>,
+    assignment: Option<&str>,
+) -> Result<Vec<Job>, OpError> {
+    let docs = match assignment {
+        Some(prefix) => vec![find_assignment(store, prefix).await?],
+        None => list_assignments(store, None).await?,
+    };
+    let mut jobs = Vec::new();
+    for doc in docs {
+        jobs.extend(archived_jobs(store, &doc).await?);
+        jobs.extend(doc.jobs);
+    }
+    jobs.retain(|j| status.is_none_or(|s| j.status == s));
+    Ok(jobs)
 }
 
-/// `wf job`.
+/// The archived jobs of `doc`, oldest first.
+pub async fn archived_jobs(store: &Store, doc: &Assignment) -> Result<Vec<Job>, OpError> {
+    let mut jobs = Vec::new();
+    for segment in &doc.archive.segments {
+        let key = BlobKey::Archive {
+            assignment: doc.id.clone(),
+            segment: segment.clone(),
+        };
+        let bytes = store.get_blob(&key).await?.ok_or_else(|| {
+            OpError::Store(StoreError::Backend(format!(
+                "archive segment {segment} of assignment {} is missing from the store",
+                doc.id
+            )))
+        })?;
+        let part: Vec<Job> = serde_json::from_slice(&bytes).map_err(|e| {
+            OpError::Store(StoreError::Backend(format!(
+                "archive segment {segment} of assignment {} is unreadable: {e}",
+                doc.id
+            )))
+        })?;
+        jobs.extend(part);
+    }
+    Ok(jobs)
+}
+
+/// Moves the oldest finished jobs of assignment `aid` to archive blobs while it has enough of
+/// them (`chain::next_segment`): each segment's blob first, then the CAS that links it.
+/// Returns the document as last written, if anything was archived.
+pub async fn archive_finished(store: &Store, aid: &str) -> Result<Option<Assignment>, OpError> {
+    let mut written = None;
+    let Some(mut doc) = store.get(aid).await? else {
+        return Ok(None);
+    };
+    while let Some(segment) = chain::next_segment(&doc) {
+        let key = BlobKey::Archive {
+            assignment: doc.id.clone(),
+            segment: segment.name.clone(),
+        };
+        store.put_blob(&key, &segment.encode()).await?;
+        match store
+            .update(aid, |d| chain::archive_segment(d, &segment))
+            .await
+        {
+            Ok((after, ())) => {
+                doc = after.clone();
+                written = Some(after);
+            }
+            // Someone changed the first jobs meanwhile (or linked the segment): next time.
+            Err(UpdateError::Refused(chain::Unchanged)) => break,
+            Err(UpdateError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Ok(written)
+}
+
+/// `wf job` (an archived job too).
 pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpError> {
-    let docs = store.list().await?;
+    let mut docs = store.list().await?;
+    if matches!(resolve_job(&docs, prefix), Err(OpError::NotFound(_))) {
+        // Not among the documents' jobs: look among the archived ones.
+        for doc in docs.iter_mut().filter(|d| !d.archive.is_empty()) {
+            let mut all = archived_jobs(store, doc).await?;
+            all.append(&mut doc.jobs);
+            doc.jobs = all;
+        }
+    }
     let (doc, job) = resolve_job(&docs, prefix)?;
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
     let context = if job.has_context {

@@ -92,6 +92,13 @@ pub enum BlobKey {
         /// Attempt number.
         attempt: u32,
     },
+    /// A segment of archived jobs (`wf_core::chain::Segment`).
+    Archive {
+        /// Assignment.
+        assignment: String,
+        /// The segment's name, as the document lists it.
+        segment: String,
+    },
 }
 
 impl BlobKey {
@@ -106,6 +113,10 @@ impl BlobKey {
             } => {
                 format!("res{sep}{assignment}{sep}{job}{sep}{attempt}")
             }
+            BlobKey::Archive {
+                assignment,
+                segment,
+            } => format!("arc{sep}{assignment}{sep}{segment}"),
         }
     }
 }
@@ -321,6 +332,8 @@ impl Store {
             let mut doc = current.clone();
             let value = f(&mut doc).map_err(UpdateError::Refused)?;
             doc.version = current.version + 1;
+            // A document is written at the version its shape needs (ARCHITECTURE.md).
+            doc.schema_version = doc.schema_version.max(doc.required_schema_version());
             let bytes = encode(&doc);
             let limit = self.max_document();
             if bytes.len() > limit {

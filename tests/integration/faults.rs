@@ -894,7 +894,9 @@ fn a_cost_budget_holds_across_a_parallel_group() {
 
 /// An assignment whose document has no room left for the outcome of its job is blocked with
 /// a clear reason once the job ran — never claimed and paid for again and again — and a `wf`
-/// write that would pass the limit is refused with the sizes.
+/// write that would pass the limit is refused with the sizes. One that has no room for a claim
+/// is blocked before anything runs.
+// Long: two scenarios of one limit (full during the run, full before the claim), in sequence.
 #[test]
 fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
     let limit = 20_000;
@@ -902,21 +904,25 @@ fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
     let records = env.work.join("records").display().to_string();
     script(
         &env,
-        json!({"plan": [{"record": records}, {"init": true}, {"sleepMs": 300},
+        json!({"plan": [{"record": records}, {"init": true}, {"sleepMs": 1500},
                         {"result": "planned"}],
                "pm": pm_completes()}),
     );
-    let aid = env.create("Fill me up");
-    env.wf_ok(&["insert-job", &aid, "--type", "plan"]);
-    let size = |env: &TestEnv| {
-        serde_json::to_string(&env.wf_json(&["assignment", &aid]))
+    let size = |env: &TestEnv, aid: &str| {
+        serde_json::to_string(&env.wf_json(&["assignment", aid]))
             .unwrap()
             .len()
     };
-    // Room for the claim (a lease, ~150 bytes), not for the outcome and its PM job (~700).
-    let fill = limit - 400 - size(&env);
+    let started = Instant::now();
+    env.start_runner();
+    let aid = env.create("Fill me up");
+    env.wf_ok(&["insert-job", &aid, "--type", "plan"]);
+    env.wait_records("records", 1, LONG);
+    // While the job runs, a human's write leaves room for nothing but a small change: not for
+    // the outcome and its PM job (~700 bytes).
+    let fill = limit - 400 - size(&env, &aid);
     env.wf_ok(&["update-assignment", &aid, "--artifacts", &"x".repeat(fill)]);
-    let before = size(&env);
+    let before = size(&env, &aid);
     assert!((limit - 450..limit - 350).contains(&before), "{before}");
 
     // A human's note that would pass the limit is refused, with the sizes.
@@ -928,8 +934,6 @@ fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
         "{stderr}"
     );
 
-    let started = Instant::now();
-    env.start_runner();
     let doc = env.wait_for(&aid, LONG, |d| d.status == AssignmentStatus::Blocked);
     let took = started.elapsed();
     let reason = doc.blocked_reason.clone().unwrap_or_default();
@@ -951,12 +955,44 @@ fn a_full_document_blocks_the_assignment_instead_of_rerunning_the_job() {
         warnings.contains(&format!("assignment {aid} uses")),
         "{report}"
     );
+
+    // Full before its job is claimed: blocked at once, nothing runs.
+    let second = env.create("Full from the start");
+    env.wf_ok(&[
+        "update-assignment",
+        &second,
+        "--status",
+        "blocked",
+        "--reason",
+        "hold",
+    ]);
+    env.wf_ok(&["insert-job", &second, "--type", "plan"]);
+    let fill = limit - 1000 - size(&env, &second);
+    env.wf_ok(&[
+        "update-assignment",
+        &second,
+        "--artifacts",
+        &"y".repeat(fill),
+    ]);
+    env.wf_ok(&["update-assignment", &second, "--status", "active"]);
+    let doc = env.wait_for(&second, LONG, |d| d.status == AssignmentStatus::Blocked);
+    let reason = doc.blocked_reason.clone().unwrap_or_default();
+    assert!(reason.contains("document is full"), "{reason}");
+    assert_eq!(
+        (doc.jobs[0].attempt, doc.jobs[0].status),
+        (0, JobStatus::Pending)
+    );
+    assert_eq!(
+        env.records("records").len(),
+        1,
+        "the full assignment's job ran"
+    );
     record(
         "a_full_document_blocks_the_assignment_instead_of_rerunning_the_job",
-        "an assignment's document 400 bytes short of maxDocumentBytes (20000) when its job ends: the outcome and the PM job do not fit",
-        "the store refuses the write with a typed TooLarge error; the runner records what fits (status, usage) and blocks the assignment with the reason; a wf write past the limit is refused with the sizes",
-        1,
-        "nothing: the job ran once, its outcome is recorded, nothing re-runs",
+        "an assignment's document filled to 400 bytes short of maxDocumentBytes (20000) while its job runs (the outcome and the PM job do not fit); another filled before its job is claimed",
+        "the store refuses the write with a typed TooLarge error; the runner records what fits (status, usage) and blocks the assignment with the reason; claims stop 2 KiB short of the limit, so a full assignment is blocked before it runs; a wf write past the limit is refused with the sizes",
+        2,
+        "nothing: the first job ran once, its outcome is recorded, nothing re-runs; the second never started",
         took,
     );
 }
@@ -1023,6 +1059,72 @@ fn usage_of_an_attempt_lost_with_its_runner_is_recovered_from_its_transcript() {
         "transcripts are written a line at a time; the restarted runner reads the dead attempt's turns back, prices them and adds them in the claim that supersedes the attempt",
         1,
         &format!("nothing: ${lost:.4} of the lost attempt counted once (job ${cost:.4}, assignment ${total:.4})"),
+        took,
+    );
+}
+
+/// An assignment that runs for many rounds stays small: its oldest finished jobs move to
+/// archive blobs, so 60 rounds fit under a 32 KiB maxDocumentBytes that 25 rounds of job
+/// records alone would fill. Every job stays listed (`wf jobs`, `wf job`), and maxJobs still
+/// counts the archived ones.
+#[test]
+fn a_long_assignment_archives_its_old_jobs_and_stays_small() {
+    let limit = 32 * 1024;
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"maxDocumentBytes": limit}));
+    script(
+        &env,
+        json!({"plan": [{"init": true}, {"result": "planned"}],
+               "pm": [{"init": true}, {"decide": {"plan": ["insert-job", "--type", "plan"]}},
+                      {"result": "another round"}]}),
+    );
+    let started = Instant::now();
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "Go round", "--max-jobs", "60", "--start", "plan"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, |d| d.status == AssignmentStatus::Blocked);
+    let took = started.elapsed();
+    let reason = doc.blocked_reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("60 jobs started, maxJobs is 60"),
+        "{reason}\n{}",
+        env.runner_log()
+    );
+    // 60 plans and their 60 PMs, and the 61st plan the budget stopped: 121 jobs, 96 of them
+    // in three archive segments of 32 (each cut when 48 jobs were finished).
+    assert_eq!(doc.archive.segments.len(), 3, "{:?}", doc.archive);
+    assert_eq!((doc.archive.jobs, doc.archive.started), (96, 48));
+    assert_eq!(doc.jobs.len(), 25);
+    let size = serde_json::to_vec(&doc).unwrap().len();
+    assert!(size < limit / 2, "the document is {size} bytes");
+    assert_eq!(
+        doc.schema_version, 2,
+        "an archived document is written at version 2"
+    );
+    let all = env.wf_json(&["jobs", "--assignment", &aid]);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 121);
+    let types: Vec<&str> = all.iter().map(|j| j["jobType"].as_str().unwrap()).collect();
+    assert!(
+        types.chunks(2).take(60).all(|c| c == ["plan", "pm"]),
+        "{types:?}"
+    );
+    let first = all[0]["id"].as_str().unwrap();
+    let detail = env.wf_json(&["job", first]);
+    assert_eq!(detail["job"]["status"], "complete", "{detail}");
+    assert_eq!(detail["result"], "planned", "{detail}");
+    let shown = env.wf_ok(&["assignment", &aid]);
+    assert!(
+        shown.contains("96 earlier finished jobs are archived"),
+        "{shown}"
+    );
+    record(
+        "a_long_assignment_archives_its_old_jobs_and_stays_small",
+        "one assignment driven through 60 plan/PM rounds (121 jobs) under maxDocumentBytes 32768, which ~25 rounds of job records would fill",
+        "after each unit the runner moves the oldest 32 finished jobs (keeping 16) to an archive blob, then links it by CAS",
+        1,
+        &format!("nothing: 121 of 121 jobs listed, the document stays at {size} bytes, maxJobs counts archived jobs"),
         took,
     );
 }

@@ -11,17 +11,8 @@ pub(crate) async fn run(backend: &mut Backend, args: JobsArgs) -> Result<()> {
     } = args;
     let now = wf_core::clock::now_ms();
     let status = parse_enum::<JobStatus>(status.as_deref())?;
-    let jobs: Vec<Job> = match assignment {
-        Some(a) => {
-            let assignment = id_arg("--assignment", &a)?;
-            let doc: Assignment = call(backend, api::GetAssignment { assignment }).await?;
-            doc.jobs
-                .into_iter()
-                .filter(|j| status.is_none_or(|s| j.status == s))
-                .collect()
-        }
-        None => call(backend, api::ListJobs { status }).await?,
-    };
+    let assignment = assignment.map(|a| id_arg("--assignment", &a)).transpose()?;
+    let jobs: Vec<Job> = call(backend, api::ListJobs { status, assignment }).await?;
     if json.json {
         print_json(&jobs)?;
     } else {

@@ -37,11 +37,12 @@ pub(super) fn over_budget(doc: &Assignment, unit: &[&Job], now: Millis) -> Optio
         .filter(|j| j.job_type != JobType::Pm && j.attempt == 0)
         .count() as u32;
     if let Some(max) = b.max_jobs {
-        let started = doc
-            .jobs
-            .iter()
-            .filter(|j| j.job_type != JobType::Pm && j.attempt > 0)
-            .count() as u32;
+        let started = doc.archive.started
+            + doc
+                .jobs
+                .iter()
+                .filter(|j| j.job_type != JobType::Pm && j.attempt > 0)
+                .count() as u32;
         if new_work > 0 && started + new_work > max {
             return Some(format!(
                 "budget exceeded: {started} jobs started, maxJobs is {max}"

@@ -1,9 +1,7 @@
 //! New assignments and job insertion: units, positions, loop detection.
 
 use super::*;
-use crate::model::{
-    Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis, Usage, SCHEMA_VERSION,
-};
+use crate::model::{Assignment, AssignmentStatus, Job, JobStatus, JobType, Millis, Usage};
 
 /// A job to insert, fully resolved (harness chosen, id generated, context stored).
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +86,9 @@ pub fn new_assignment(
     now: Millis,
 ) -> Assignment {
     Assignment {
-        schema_version: SCHEMA_VERSION,
+        // Version 1 until the shape needs 2 (an archive, `chain::archive_segment`): older wfs
+        // keep reading every document they can (ARCHITECTURE.md, rolling upgrades).
+        schema_version: 1,
         id,
         namespace: namespace.to_string(),
         north_star,
@@ -109,6 +109,7 @@ pub fn new_assignment(
         notes: Vec::new(),
         budget: Default::default(),
         started_at: None,
+        archive: Default::default(),
     }
 }
 

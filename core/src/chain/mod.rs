@@ -14,9 +14,10 @@
 //! One file per topic, all re-exported here: [`insert`](insert_jobs) (new assignments, job
 //! insertion, loop detection), `update` (`wf update-assignment`), `schedule` (readiness,
 //! [`pick`], [`next_wakeup`]), `lease` (claim, renew, dead leases), `budget`, `cancel`
-//! (cancel and retry), `record` (the end of an attempt, the PM and stall rules) and
-//! `invariants` ([`check_invariants`]).
+//! (cancel and retry), `record` (the end of an attempt, the PM and stall rules), `archive`
+//! (old finished jobs out to blobs) and `invariants` ([`check_invariants`]).
 
+mod archive;
 mod budget;
 mod cancel;
 mod insert;
@@ -26,6 +27,7 @@ mod record;
 mod schedule;
 mod update;
 
+pub use self::archive::*;
 pub use self::budget::*;
 pub use self::cancel::*;
 pub use self::insert::*;

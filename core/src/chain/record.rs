@@ -193,6 +193,10 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
     Recorded::PmReminderInserted(pm.id.clone())
 }
 
+/// The reason written when even [`full_document_reason`] does not fit.
+pub const FULL_DOCUMENT_SHORT_REASON: &str =
+    "the assignment's document is full (maxDocumentBytes); make room, then resume it; `wf doctor` shows the sizes";
+
 /// Why an assignment whose document is full is blocked; `detail` is the store's refusal.
 pub fn full_document_reason(detail: &str) -> String {
     format!(

@@ -1087,3 +1087,49 @@ fn an_abandoned_attempts_usage_is_recovered_once() {
     );
     assert_eq!(d.usage.cost_usd, Some(0.5));
 }
+
+/// A document whose first `finished` jobs are finished plans (attempt 1), followed by a
+/// pending one.
+fn long_history(finished: usize) -> Assignment {
+    let mut d = doc();
+    for i in 0..=finished {
+        insert(&mut d, &format!("j{i:03}"), JobType::Plan);
+    }
+    for j in d.jobs.iter_mut().take(finished) {
+        j.status = JobStatus::Complete;
+        j.attempt = 1;
+    }
+    d
+}
+
+#[test]
+fn the_oldest_finished_jobs_are_archived_in_whole_segments() {
+    let mut d = long_history(ARCHIVE_SEGMENT + KEEP_FINISHED - 1);
+    assert_eq!(next_segment(&d), None, "too few finished jobs");
+    let mut d2 = long_history(ARCHIVE_SEGMENT + KEEP_FINISHED);
+    let seg = next_segment(&d2).unwrap();
+    assert_eq!(seg.jobs.len(), ARCHIVE_SEGMENT);
+    assert!(seg.name.starts_with("0-"));
+    // The encoded blob is the jobs, exactly.
+    let back: Vec<crate::model::Job> = serde_json::from_slice(&seg.encode()).unwrap();
+    assert_eq!(back, seg.jobs);
+    archive_segment(&mut d2, &seg).unwrap();
+    assert_eq!(d2.jobs.len(), KEEP_FINISHED + 1);
+    assert_eq!(d2.jobs[0].id, format!("j{ARCHIVE_SEGMENT:03}"));
+    assert_eq!(d2.archive.jobs, ARCHIVE_SEGMENT as u32);
+    assert_eq!(d2.archive.started, ARCHIVE_SEGMENT as u32);
+    assert_eq!(d2.required_schema_version(), 2);
+    // Linking it again, or a segment the document no longer begins with, is refused.
+    assert_eq!(archive_segment(&mut d2, &seg), Err(Unchanged));
+    let stale = next_segment(&long_history(ARCHIVE_SEGMENT + KEEP_FINISHED)).unwrap();
+    d.jobs[0].failure_detail = Some("changed".into());
+    assert_eq!(archive_segment(&mut d, &stale), Err(Unchanged));
+    // maxJobs still counts the archived jobs that started.
+    d2.budget.max_jobs = Some(ARCHIVE_SEGMENT as u32 + KEEP_FINISHED as u32);
+    let refused = claim(&mut d2, &view(5_000), "h", LEASE, &Recovered::new());
+    let want = format!("{} jobs started", ARCHIVE_SEGMENT + KEEP_FINISHED);
+    assert!(
+        matches!(&refused, Some(Claimed::OverBudget(r)) if r.contains(&want)),
+        "{refused:?}"
+    );
+}

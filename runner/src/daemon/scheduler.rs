@@ -307,6 +307,63 @@ impl Scheduler {
         }
     }
 
+    /// The assignment `aid` has no room for its next claim and outcome (`detail` says why):
+    /// archives old finished jobs if that makes room (the write announces it again), else
+    /// blocks it with the reason — which always fits, as claims stop [`CLAIM_RESERVE`] bytes
+    /// short of the limit. Returns whether the assignment was dealt with.
+    async fn make_room_or_block(
+        &mut self,
+        aid: &str,
+        token: Option<Token>,
+        detail: &str,
+    ) -> Result<bool, wf_store::StoreError> {
+        let ctx = self.ctx.clone();
+        match crate::ops::archive_finished(&ctx.store, aid).await {
+            Ok(Some(doc)) => {
+                tracing::info!(assignment = %aid, archived = doc.archive.jobs, "archived old finished jobs to make room");
+                upsert(&mut self.cache, doc);
+                if let Some(token) = token {
+                    // The archive's write announced the assignment again.
+                    token.done().await;
+                }
+                return Ok(true);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(assignment = %aid, %e, "cannot archive old finished jobs"),
+        }
+        let reason = chain::full_document_reason(detail);
+        tracing::error!(assignment = %aid, %reason, "blocking instead of claiming");
+        let mut blocked = ctx
+            .store
+            .update(aid, |d| chain::block_unclaimable(d, &reason, now_ms()))
+            .await;
+        if let Err(UpdateError::Store(wf_store::StoreError::TooLarge { .. })) = blocked {
+            // Filled past the reserve by a human's write: a shorter reason.
+            blocked = ctx
+                .store
+                .update(aid, |d| {
+                    chain::block_unclaimable(d, chain::FULL_DOCUMENT_SHORT_REASON, now_ms())
+                })
+                .await;
+        }
+        if let Some(token) = token {
+            token.done().await;
+        }
+        match blocked {
+            Ok((doc, ())) => {
+                upsert(&mut self.cache, doc);
+                Ok(true)
+            }
+            Err(UpdateError::Refused(_)) => Ok(false),
+            Err(UpdateError::Store(e @ wf_store::StoreError::TooLarge { .. })) => {
+                // Retrying every second would change nothing.
+                tracing::error!(assignment = %aid, %e, "the assignment's document is too full even to block it; leaving it until a human makes room");
+                Ok(false)
+            }
+            Err(UpdateError::Store(e)) => Err(e),
+        }
+    }
+
     /// What the abandoned attempts of `aid` (as last seen) spent, from their transcripts here.
     async fn recovered_usage(&self, aid: &str) -> chain::Recovered {
         let Some(doc) = self.cache.get(aid) else {
@@ -328,6 +385,9 @@ impl Scheduler {
         token: Option<Token>,
     ) -> Result<bool, wf_store::StoreError> {
         let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+        if let Some(detail) = self.cache.get(aid).and_then(|d| near_full(d, &ctx.store)) {
+            return self.make_room_or_block(aid, token, &detail).await;
+        }
         let recovered = self.recovered_usage(aid).await;
         let claimed = ctx
             .store
@@ -364,23 +424,7 @@ impl Scheduler {
             }
             Err(UpdateError::Refused(())) => Ok(false),
             Err(UpdateError::Store(e @ wf_store::StoreError::TooLarge { .. })) => {
-                let reason = chain::full_document_reason(&e.to_string());
-                tracing::error!(assignment = %aid, %reason, "blocking instead of claiming");
-                let blocked = ctx
-                    .store
-                    .update(aid, |d| chain::block_unclaimable(d, &reason, now_ms()))
-                    .await;
-                if let Some(token) = token {
-                    token.done().await;
-                }
-                match blocked {
-                    Ok((doc, ())) => {
-                        upsert(&mut self.cache, doc);
-                        Ok(true)
-                    }
-                    Err(UpdateError::Refused(_)) => Ok(false),
-                    Err(UpdateError::Store(e)) => Err(e),
-                }
+                self.make_room_or_block(aid, token, &e.to_string()).await
             }
             Err(UpdateError::Store(e)) => Err(e),
         }
@@ -496,6 +540,24 @@ fn stopped(doc: &Assignment) -> bool {
 }
 
 /// Keeps the newest version of each document.
+/// Room kept free by claims: a claim (+~150 bytes), the outcome and its PM job (+~1 KB) and,
+/// when those do not fit, the block with its reason (+~400) must all fit after it.
+const CLAIM_RESERVE: usize = 2048;
+
+/// Why `doc` has no room for another claim, if it has none.
+fn near_full(doc: &Assignment, store: &wf_store::Store) -> Option<String> {
+    let (size, max) = (
+        serde_json::to_vec(doc).map_or(0, |b| b.len()),
+        store.max_document(),
+    );
+    (size + CLAIM_RESERVE > max).then(|| {
+        format!(
+            "assignment {} is {size} bytes, less than {CLAIM_RESERVE} bytes short of the store's limit of {max} bytes (maxDocumentBytes)",
+            doc.id
+        )
+    })
+}
+
 fn upsert(cache: &mut HashMap<String, Assignment>, doc: Assignment) {
     match cache.get(&doc.id) {
         Some(old) if old.version >= doc.version => {}

@@ -83,7 +83,18 @@ pub(super) async fn run_unit(
         // The outcome is recorded (and announced); the token has served.
         token.done().await;
     }
-    let last = written.into_iter().flatten().max_by_key(|d| d.version);
+    let mut last = written.into_iter().flatten().max_by_key(|d| d.version);
+    // The document stays small however long the assignment runs.
+    match ops::archive_finished(&ctx.store, &doc.id).await {
+        Ok(Some(after)) => {
+            tracing::info!(assignment = %doc.id, archived = after.archive.jobs, "archived old finished jobs");
+            last = Some(after);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(assignment = %doc.id, %e, "cannot archive old finished jobs; trying after the next unit")
+        }
+    }
     guard.done = None;
     // Why: the scheduler only stops listening when it exits, after every unit is done.
     let _ = done.send((doc.id.clone(), last));
