@@ -73,6 +73,11 @@ pub(crate) enum StoreCommand {
     Job(JobArgs),
     /// What is running, runnable and waiting, per assignment.
     Queue(QueueArgs),
+    /// List the assignments' worktrees: branch, uncommitted changes, pushed or merged, disk use.
+    Workspaces(WorkspacesArgs),
+    /// Remove the worktrees of finished assignments that hold nothing unpushed or unmerged
+    /// (their branches stay).
+    Gc(GcArgs),
 }
 
 /// The arguments of `wf create`.
@@ -224,6 +229,23 @@ pub(crate) struct JobArgs {
 /// The arguments of `wf queue`.
 #[derive(Debug, Args)]
 pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf workspaces`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkspacesArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf gc`.
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

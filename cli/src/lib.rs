@@ -144,7 +144,7 @@ fn run_blocking(config_path: Option<&Path>, command: StoreCommand) -> Result<()>
     runtime.block_on(async {
         let config = load_config(config_path)?;
         let mut backend = Backend::open(&config).await?;
-        cmd::run(&mut backend, command).await
+        cmd::run(&mut backend, &config, command).await
     })
 }
 

@@ -64,6 +64,16 @@ fn job_status(j: &Job) -> Cell {
 }
 
 /// A table of plain strings.
+/// A size in bytes, for humans.
+pub(crate) fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 pub(crate) fn plain_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = table(headers);
     for row in rows {
@@ -334,6 +344,7 @@ pub(crate) fn job(detail: &wf_runner::ops::JobDetail, now: Millis) -> String {
     if let Some(p) = &j.inserted_by {
         line("inserted by", p.clone());
     }
+    out.push_str(&evidence(j));
     for (k, v) in [("context", &detail.context), ("result", &detail.result)] {
         out.push_str(&format!("\n{k}:\n"));
         match v {
@@ -343,6 +354,32 @@ pub(crate) fn job(detail: &wf_runner::ops::JobDetail, now: Millis) -> String {
                 }
             }
             None => out.push_str("  (none)\n"),
+        }
+    }
+    out
+}
+
+/// What the runner saw of job `j`: its commits and its verification steps.
+fn evidence(j: &Job) -> String {
+    let mut out = String::new();
+    if let Some(c) = &j.commits {
+        let short = |s: &str| s.chars().take(10).collect::<String>();
+        let commits = if c.start == c.end {
+            format!("none (at {})", short(&c.end))
+        } else {
+            format!("{}..{}", short(&c.start), short(&c.end))
+        };
+        out.push_str(&format!("{:<13}{commits}\n", "commits"));
+    }
+    if !j.checks.is_empty() {
+        out.push_str("\nverification:\n");
+        for c in &j.checks {
+            out.push_str(&format!(
+                "  {} — `{}` ({})\n",
+                c.summary(),
+                c.command,
+                duration(c.duration_ms)
+            ));
         }
     }
     out

@@ -6,7 +6,8 @@
 //! - [`chain`]: every state transition and the scheduling rule, as pure functions of a
 //!   document; the store applies them inside its compare-and-swap.
 //! - [`config`]: the config file, parsed strictly and resolved.
-//! - [`prompt`]: the prompt templates and their strict rendering.
+//! - [`prompt`]: the prompt templates and their strict rendering; [`verify`]: the checks a
+//!   repository implies and the test counts in their output.
 //! - [`harness`]: per agent CLI, the command line of an attempt and the parser of its event
 //!   stream; the one event model, the run log and `judge` (success, failure reason, pause).
 //!
@@ -20,3 +21,4 @@ pub mod harness;
 pub mod ids;
 pub mod model;
 pub mod prompt;
+pub mod verify;

@@ -125,6 +125,10 @@ string_enum! {
         SpawnError => "spawn_error",
         /// A budget of the assignment was exhausted.
         Budget => "budget",
+        /// A required verification step failed after the agent's work.
+        Verification => "verification",
+        /// The runner could not prepare or commit the job's workspace.
+        Workspace => "workspace",
     }
 }
 
@@ -233,6 +237,82 @@ pub struct Job {
     pub cancel_requested: bool,
     /// A fingerprint of its context, to notice a PM inserting the same job again and again.
     pub context_hash: Option<u64>,
+    /// The workspace commits its latest attempt started from and ended on (worktree mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<JobCommits>,
+    /// The verification steps the runner ran after its latest attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+}
+
+/// Where a job's attempt started and ended in its workspace's branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobCommits {
+    /// The branch's commit when the attempt started.
+    pub start: String,
+    /// The commit the runner made of what the attempt left (`start` when it left nothing).
+    pub end: String,
+}
+
+/// One verification step, as the runner ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckResult {
+    /// Its name (`Tests`, `Lint`, …).
+    pub name: String,
+    /// The command, as run by `sh -c`.
+    pub command: String,
+    /// A failure fails the job.
+    pub required: bool,
+    /// The verdict: the command exited 0.
+    pub passed: bool,
+    /// Its exit code (`None`: killed by a signal, timed out, or not started).
+    pub exit_code: Option<i32>,
+    /// It ran past its timeout and was stopped.
+    pub timed_out: bool,
+    /// Test counts read from its output, best effort.
+    pub counts: Option<TestCounts>,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// The end of its output (stdout and stderr), a few lines.
+    pub output_tail: String,
+    /// The commit it ran on.
+    pub commit: Option<String>,
+}
+
+/// Test counts read from a check's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests skipped or ignored.
+    pub skipped: u64,
+}
+
+impl CheckResult {
+    /// One line: `✅ Tests: 42 passed, 0 failed` or `❌ Lint: exit 3`.
+    pub fn summary(&self) -> String {
+        let mark = if self.passed { "✅" } else { "❌" };
+        let what = match (self.counts, self.timed_out, self.exit_code) {
+            (_, true, _) => "timed out".to_string(),
+            (Some(c), _, _) => {
+                let mut s = format!("{} passed, {} failed", c.passed, c.failed);
+                if c.skipped > 0 {
+                    s.push_str(&format!(", {} skipped", c.skipped));
+                }
+                s
+            }
+            (None, _, Some(0)) => "passed".to_string(),
+            (None, _, Some(code)) => format!("exit {code}"),
+            (None, _, None) => "killed".to_string(),
+        };
+        let optional = if self.required { "" } else { " (optional)" };
+        format!("{mark} {}{optional}: {what}", self.name)
+    }
 }
 
 /// A runner's claim on the running unit (a job or a group) of an assignment.
@@ -262,7 +342,8 @@ pub struct Note {
 }
 
 /// The newest schema version of the [`Assignment`] documents this wf reads and writes.
-/// Version 2 added `archive`; a document is written at 2 only once it has one.
+/// Version 2 added `archive`, `workspace`, the jobs' `commits` and `checks`, and the failure
+/// reasons `verification` and `workspace`; a document is written at 2 only once it uses one.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
 /// the stored shape bumps it; a document with a newer version is left alone — not claimed,
@@ -324,6 +405,25 @@ pub struct Assignment {
     /// The oldest finished jobs, moved out of the document into blobs to keep it small.
     #[serde(default, skip_serializing_if = "JobArchive::is_empty")]
     pub archive: JobArchive,
+    /// Its git worktree and branch (worktree mode), once the runner created them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Workspace>,
+}
+
+/// An assignment's workspace: a git worktree on its own branch, cut from a recorded base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workspace {
+    /// The branch its jobs commit to.
+    pub branch: String,
+    /// The branch it was cut from.
+    pub base_branch: String,
+    /// The commit it was cut from.
+    pub base_commit: String,
+    /// The worktree's absolute path on `host`.
+    pub path: String,
+    /// The machine whose repository holds the worktree.
+    pub host: String,
 }
 
 /// Where an assignment's archived jobs are: segments of finished jobs, oldest first, each a
@@ -365,7 +465,15 @@ impl Assignment {
     /// The oldest schema version that can hold this document: 2 once it uses a field that
     /// version 2 added (`archive`), else 1. The store writes at least this version.
     pub fn required_schema_version(&self) -> u32 {
-        if self.archive.is_empty() {
+        let v2_job = |j: &Job| {
+            j.commits.is_some()
+                || !j.checks.is_empty()
+                || matches!(
+                    j.failure_reason,
+                    Some(FailureReason::Verification | FailureReason::Workspace)
+                )
+        };
+        if self.archive.is_empty() && self.workspace.is_none() && !self.jobs.iter().any(v2_job) {
             1
         } else {
             2

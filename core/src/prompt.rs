@@ -199,12 +199,52 @@ fn format_results(previous: &[PriorResult<'_>]) -> String {
                 text = "(no output)".to_string();
             }
             format!(
-                "## {} job {} on {} — {}\n\n{}",
-                j.job_type, j.id, j.harness, status, text
+                "## {} job {} on {} — {}\n\n{}{}",
+                j.job_type,
+                j.id,
+                j.harness,
+                status,
+                text,
+                format_evidence(j)
             )
         })
         .collect::<Vec<_>>()
         .join("\n\n---\n\n")
+}
+
+/// What the runner itself saw of a job: its commits and its verification steps, with the end
+/// of a failed step's output.
+fn format_evidence(j: &Job) -> String {
+    let mut out = String::new();
+    if let Some(c) = &j.commits {
+        let short = |s: &str| s.chars().take(10).collect::<String>();
+        if c.start == c.end {
+            out.push_str(&format!(
+                "\n\nCommits: none (the branch stayed at {})",
+                short(&c.end)
+            ));
+        } else {
+            out.push_str(&format!(
+                "\n\nCommits: {}..{} (see `git log {}..{}`)",
+                short(&c.start),
+                short(&c.end),
+                c.start,
+                c.end
+            ));
+        }
+    }
+    if !j.checks.is_empty() {
+        out.push_str("\n\n### Verification (run by wf after the job, not reported by the agent)\n");
+        for c in &j.checks {
+            out.push_str(&format!("\n{} — `{}`", c.summary(), c.command));
+            if !c.passed {
+                let tail: Vec<&str> = c.output_tail.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                out.push_str(&format!("\n\n```\n{}\n```\n", tail.join("\n")));
+            }
+        }
+    }
+    out
 }
 
 fn format_jobs(doc: &Assignment) -> String {
@@ -284,6 +324,8 @@ pub fn render(templates: &Templates, input: &PromptInput<'_>) -> Result<String, 
         REVIEWED_TYPE => reviewed_type.map_or("", JobType::as_str),
         REVIEW_FAILED => input.previous.iter().any(|p| p.job.status == JobStatus::Failed),
         REMINDER => job.pm_reminder,
+        BRANCH => input.doc.workspace.as_ref().map_or("", |w| w.branch.as_str()),
+        BASE_BRANCH => input.doc.workspace.as_ref().map_or("", |w| w.base_branch.as_str()),
     };
     template
         .render(Value::from_serialize(&ctx))

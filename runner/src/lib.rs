@@ -11,12 +11,15 @@
 //!   of a state directory are alive; [`reaper`]: kills agents of
 //!   dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
 //!   where `wf` is, and the agents' environment.
+//! - [`workspace`]: worktrees, branches and the runner's commits; [`git`]: git through the
+//!   process layer.
 //! - [`main_impl`]: the `wf-runner` binary.
 
 pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod env;
+pub mod git;
 pub mod guard;
 pub mod liveness;
 pub mod ops;
@@ -25,6 +28,7 @@ pub mod process;
 pub mod random;
 pub mod reaper;
 pub mod server;
+pub mod workspace;
 
 pub mod cli;
 

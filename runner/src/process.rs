@@ -1,4 +1,5 @@
-//! The process layer: the only place in wf that starts agent processes.
+//! The process layer: the only place in wf that starts processes: agents, and the git commands,
+//! verification steps and setup commands the runner runs around them.
 //!
 //! Every agent runs as the leader of its own process group, with its prompt on stdin (then
 //! closed), stdout read line by line with a length cap, and the tail of stderr kept for error

@@ -19,6 +19,7 @@ mod process;
 mod real_clis;
 mod store_contract;
 mod tidy;
+mod workspaces;
 
 /// The binaries cargo built for this test run.
 pub(crate) static BINS: LazyLock<Bins> = LazyLock::new(|| Bins {

@@ -47,6 +47,24 @@ pub struct TestEnv {
     runner_env: HashMap<usize, Vec<(String, String)>>,
 }
 
+/// Runs `git -C dir args…` and returns its trimmed stdout; panics with its stderr when it
+/// fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Merges `extra` into `base`, object by object.
 fn merge(base: &mut Value, extra: &Value) {
     match (base, extra) {
@@ -115,6 +133,16 @@ impl TestEnv {
             nats,
             runner_env: HashMap::new(),
         }
+    }
+
+    /// Makes the project a git repository on branch `main` with one commit (a README and a
+    /// `.gitignore` that ignores `.wf/`), as a user's checkout would be.
+    pub fn git_init(&self) {
+        git(&self.root, &["init", "-q", "-b", "main"]);
+        std::fs::write(self.root.join(".gitignore"), "/.wf/\n").expect("gitignore");
+        std::fs::write(self.root.join("README.md"), "# project\n").expect("readme");
+        git(&self.root, &["add", "-A"]);
+        git(&self.root, &["commit", "-q", "-m", "initial"]);
     }
 
     /// The temp directory.

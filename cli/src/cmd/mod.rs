@@ -11,6 +11,7 @@ mod jobs;
 mod queue;
 mod retry;
 mod update_assignment;
+mod workspaces;
 
 use std::io::Write;
 
@@ -42,7 +43,11 @@ macro_rules! outln {
 pub(crate) use {out, outln};
 
 /// Runs one store command.
-pub(crate) async fn run(backend: &mut Backend, command: StoreCommand) -> Result<()> {
+pub(crate) async fn run(
+    backend: &mut Backend,
+    config: &wf_core::config::Config,
+    command: StoreCommand,
+) -> Result<()> {
     match command {
         StoreCommand::Create(args) => create::run(backend, args).await,
         StoreCommand::InsertJob(args) => insert_job::run(backend, args).await,
@@ -54,6 +59,8 @@ pub(crate) async fn run(backend: &mut Backend, command: StoreCommand) -> Result<
         StoreCommand::Cancel(args) => cancel::run(backend, args).await,
         StoreCommand::Retry(args) => retry::run(backend, args).await,
         StoreCommand::Queue(args) => queue::run(backend, args).await,
+        StoreCommand::Workspaces(args) => workspaces::list(backend, config, args).await,
+        StoreCommand::Gc(args) => workspaces::gc(backend, config, args).await,
     }
 }
 

@@ -110,6 +110,7 @@ pub fn new_assignment(
         budget: Default::default(),
         started_at: None,
         archive: Default::default(),
+        workspace: None,
     }
 }
 
@@ -153,6 +154,8 @@ pub(super) fn job_record(
         pm_reminder: false,
         cancel_requested: false,
         context_hash: new.context_hash,
+        commits: None,
+        checks: Vec::new(),
     }
 }
 

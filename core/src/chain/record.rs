@@ -33,6 +33,10 @@ pub struct AttemptReport {
     pub has_result: bool,
     /// The agent's exit code.
     pub exit_code: Option<i32>,
+    /// Where the attempt started and ended in the workspace (worktree mode).
+    pub commits: Option<crate::model::JobCommits>,
+    /// The verification steps run after it.
+    pub checks: Vec<crate::model::CheckResult>,
 }
 
 /// What recording an attempt did to the chain.
@@ -124,6 +128,8 @@ fn apply_report(job: &mut Job, report: &AttemptReport, now: Millis) {
     job.failure_detail = report.detail.clone();
     job.has_result = report.has_result;
     job.exit_code = report.exit_code;
+    job.commits = report.commits.clone().or(job.commits.take());
+    job.checks = report.checks.clone();
     match report.outcome {
         Outcome::Complete => {
             job.status = JobStatus::Complete;
@@ -241,12 +247,46 @@ pub fn block_when_full(
     reason: &str,
     now: Millis,
 ) -> Result<(), ChainError> {
+    block_unit(doc, epoch, reason, now)
+}
+
+/// Blocks the assignment whose unit runs under `epoch` with `reason`, releasing the lease and
+/// leaving the unit's jobs as they are, to run again when a human resumes it (the runner could
+/// not prepare or keep the unit's workspace, or record its outcome).
+pub fn block_unit(
+    doc: &mut Assignment,
+    epoch: u64,
+    reason: &str,
+    now: Millis,
+) -> Result<(), ChainError> {
     if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
         return Err(ChainError::Fenced(epoch));
     }
     doc.lease = None;
     doc.status = AssignmentStatus::Blocked;
     doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    doc.updated_at = now;
+    Ok(())
+}
+
+/// Records the workspace the runner holding `epoch` created for the assignment. Refuses when
+/// the lease moved on, or a workspace is already recorded.
+pub fn attach_workspace(
+    doc: &mut Assignment,
+    epoch: u64,
+    workspace: &crate::model::Workspace,
+    now: Millis,
+) -> Result<(), ChainError> {
+    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
+        return Err(ChainError::Fenced(epoch));
+    }
+    if let Some(existing) = &doc.workspace {
+        return Err(ChainError::Invalid(format!(
+            "assignment {} already has a workspace (branch {})",
+            doc.id, existing.branch
+        )));
+    }
+    doc.workspace = Some(workspace.clone());
     doc.updated_at = now;
     Ok(())
 }

@@ -71,6 +71,8 @@ fn report(outcome: Outcome) -> AttemptReport {
         },
         has_result: true,
         exit_code: Some(0),
+        commits: None,
+        checks: Vec::new(),
     }
 }
 

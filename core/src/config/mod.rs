@@ -6,7 +6,8 @@
 //! system lookups.
 //!
 //! `raw` is the file as written; `resolve` turns it into [`Config`]; `harness` holds the
-//! harness kinds and their typed settings; `load` finds and reads the file.
+//! harness kinds and their typed settings; `workspace` the `workspace` and `verify` sections;
+//! `load` finds and reads the file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,11 +20,13 @@ mod harness;
 mod load;
 mod raw;
 mod resolve;
+mod workspace;
 
 pub use self::harness::*;
 pub use self::load::*;
 pub use self::raw::*;
 pub use self::resolve::*;
+pub use self::workspace::*;
 
 /// Name of the directory that holds a project's config, store and runner state.
 pub const STATE_DIR_NAME: &str = ".wf";
@@ -183,6 +186,12 @@ pub struct Config {
     pub loop_limit: Option<u32>,
     /// The largest stored document, in bytes.
     pub max_document_bytes: usize,
+    /// Where assignments' work happens.
+    pub workspace: WorkspaceConfig,
+    /// Verification steps (`None`: detected from the repository).
+    pub verify: Option<Vec<CheckConfig>>,
+    /// The job types verification runs after.
+    pub verify_after: Vec<JobType>,
 }
 
 impl Config {

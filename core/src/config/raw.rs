@@ -74,6 +74,15 @@ pub struct RawConfig {
     /// then blocks the assignment instead of running its job again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_document_bytes: Option<usize>,
+    /// Where assignments' work happens: a git worktree per assignment, or in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<super::RawWorkspace>,
+    /// Checks the runner runs after a job (default: detected from the repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Vec<super::RawCheck>>,
+    /// The job types verification runs after (default: `["implement"]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_after: Option<Vec<String>>,
 }
 
 /// The `store` object.
@@ -227,6 +236,12 @@ impl Config {
             budgets: Some(self.budgets.clone()),
             loop_limit: Some(self.loop_limit.unwrap_or(0)),
             max_document_bytes: Some(self.max_document_bytes),
+            workspace: Some(self.workspace.to_raw()),
+            verify: self
+                .verify
+                .as_ref()
+                .map(|v| v.iter().map(super::CheckConfig::to_raw).collect()),
+            verify_after: Some(self.verify_after.iter().map(|t| t.to_string()).collect()),
             harnesses: Some(
                 self.harnesses
                     .iter()

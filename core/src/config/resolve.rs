@@ -33,7 +33,7 @@ pub fn resolve(raw: RawConfig, file: Option<PathBuf>, root: &Path) -> Result<Con
 }
 
 /// `p` made absolute against `root`.
-fn absolute(root: &Path, p: &str) -> PathBuf {
+pub(super) fn absolute(root: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -60,8 +60,14 @@ fn resolve_sections(raw: &RawConfig, file: Option<PathBuf>, root: &Path) -> Resu
     }
     let harnesses = resolve_harnesses(raw)?;
     let harness_defaults = resolve_harness_defaults(raw, &harnesses)?;
+    let workspace = super::resolve_workspace(raw.workspace.as_ref(), root, &state_dir)?;
+    let (verify, verify_after) =
+        super::resolve_verify(raw.verify.as_ref(), raw.verify_after.as_ref())?;
     Ok(Config {
         file,
+        workspace,
+        verify,
+        verify_after,
         prices: resolve_prices(raw)?,
         retry: resolve_retry(raw)?,
         budgets: validate_budget(raw.budgets.clone().unwrap_or_default())

@@ -30,6 +30,7 @@ mod scheduler;
 mod startup;
 mod stop;
 mod unit;
+mod work;
 
 pub use self::startup::open_store;
 pub use self::stop::{StopReason, StopSignal};
@@ -53,6 +54,10 @@ struct Ctx {
     /// How prompts tell agents to run wf.
     wf_command: String,
     running_as_root: bool,
+    /// The git repository of `workdir`, if it is in one.
+    repo: Option<crate::workspace::Repo>,
+    /// Where units run: a worktree per assignment, or `workdir`.
+    workspace_mode: wf_core::config::WorkspaceMode,
 }
 
 impl Ctx {
@@ -80,6 +85,15 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     startup::write_effective_config(&config)?;
     let templates = Templates::load(&config.templates_dir)?;
     let agent_env = env::agent_env(&config, &runner_id, opts.wf_dir.as_deref())?;
+    let repo = crate::workspace::find_repo(&config.workdir).await;
+    let workspace_mode = crate::workspace::effective_mode(&config.workspace, repo.as_ref());
+    if workspace_mode == wf_core::config::WorkspaceMode::Worktree && repo.is_none() {
+        anyhow::bail!(
+            "workspace.mode is worktree, but {} is not in a git repository",
+            config.workdir.display()
+        );
+    }
+    tracing::info!(mode = ?workspace_mode, repo = ?repo.as_ref().map(|r| &r.top), "workspaces");
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         config: config.clone(),
@@ -89,6 +103,8 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         base_env: agent_env.base,
         wf_command: agent_env.wf_command,
         running_as_root: env::running_as_root(),
+        repo,
+        workspace_mode,
     });
     let server_stop = CancellationToken::new();
     let queue = startup::listen(&ctx, server_stop.clone()).await?;

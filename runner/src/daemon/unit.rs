@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scheduler::UnitDone;
 use super::stop::{StopReason, StopSignal, UnitStops};
-use super::Ctx;
+use super::{work, Ctx};
 use crate::ops;
 use crate::paths;
 use crate::process::{self, Flow, Limits, Line};
@@ -27,6 +27,7 @@ use wf_core::prompt::{self, PriorResult, PromptInput};
 use wf_store::wakeup::Token;
 use wf_store::{BlobKey, StoreError, UpdateError};
 
+// Long: the unit's life in order: renewal, budget timer, workspace, jobs, archive, end.
 pub(super) async fn run_unit(
     ctx: Arc<Ctx>,
     doc: Assignment,
@@ -60,11 +61,28 @@ pub(super) async fn run_unit(
             stops.all(&StopReason::Budget(reason));
         })
     });
+    let place = match Box::pin(work::prepare(&ctx, &doc, claim.epoch)).await {
+        Ok(place) => place,
+        Err(reason) => {
+            tracing::error!(assignment = %doc.id, %reason, "blocking: the workspace is not usable");
+            let blocked = ctx
+                .store
+                .update(&doc.id, |d| {
+                    chain::block_unit(d, claim.epoch, &reason, now_ms())
+                })
+                .await;
+            if let Some(timer) = budget_timer {
+                timer.abort();
+            }
+            let last = blocked.ok().map(|(d, ())| d);
+            return end_unit(&doc.id, renewing, renewer, token, &mut guard, &done, last).await;
+        }
+    };
     let jobs = claim.job_ids.iter().map(|id| {
         let stop = stops.job(id).cloned().unwrap_or_default();
-        let (ctx, doc, stops) = (&ctx, &doc, &stops);
+        let (ctx, doc, stops, place) = (&ctx, &doc, &stops, &place);
         async move {
-            let written = run_job(ctx, doc, id, claim.epoch, &stop).await;
+            let written = run_job(ctx, doc, id, claim.epoch, &stop, place).await;
             // A job of a parallel group that spent the last of the money stops its siblings.
             if let Some(reason) = written.as_ref().and_then(chain::cost_over_budget) {
                 stops.all(&StopReason::Budget(reason));
@@ -76,13 +94,8 @@ pub(super) async fn run_unit(
     if let Some(timer) = budget_timer {
         timer.abort();
     }
+    // Every outcome is recorded: no renewal may run behind it (end_unit waits for it to stop).
     renewing.cancel();
-    // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
-    let _ = renewer.await;
-    if let Some(token) = token {
-        // The outcome is recorded (and announced); the token has served.
-        token.done().await;
-    }
     let mut last = written.into_iter().flatten().max_by_key(|d| d.version);
     // The document stays small however long the assignment runs.
     match ops::archive_finished(&ctx.store, &doc.id).await {
@@ -95,9 +108,29 @@ pub(super) async fn run_unit(
             tracing::warn!(assignment = %doc.id, %e, "cannot archive old finished jobs; trying after the next unit")
         }
     }
+    end_unit(&doc.id, renewing, renewer, token, &mut guard, &done, last).await;
+}
+
+/// The end of a unit: no more renewals, the token has served (the outcome is recorded and
+/// announced), the slot goes back to the scheduler with the document as last written.
+async fn end_unit(
+    aid: &str,
+    renewing: CancellationToken,
+    renewer: tokio::task::JoinHandle<()>,
+    token: Option<Token>,
+    guard: &mut UnitGuard,
+    done: &mpsc::UnboundedSender<UnitDone>,
+    last: Option<Assignment>,
+) {
+    renewing.cancel();
+    // Why: the renewer only ends by this cancel or by fencing itself; both are fine here.
+    let _ = renewer.await;
+    if let Some(token) = token {
+        token.done().await;
+    }
     guard.done = None;
     // Why: the scheduler only stops listening when it exits, after every unit is done.
-    let _ = done.send((doc.id.clone(), last));
+    let _ = done.send((aid.to_string(), last));
 }
 
 /// Ends a unit that did not end normally (its task panicked or was dropped): no renewal goes
@@ -231,14 +264,61 @@ async fn run_job(
     job_id: &str,
     epoch: u64,
     stop: &StopSignal,
+    place: &work::Place,
 ) -> Option<Assignment> {
     let job = doc.job(job_id)?.clone();
-    let verdict = attempt(ctx, doc, &job, stop).await;
-    let (verdict, session_id) = match verdict {
+    let start = place.head().await;
+    let verdict = Box::pin(attempt(ctx, doc, &job, stop, &place.dir)).await;
+    let (mut verdict, session_id) = match verdict {
         Attempted::Done(v, session) => (v, session),
         Attempted::Abandoned => return None,
     };
-    record(ctx, &doc.id, &job, epoch, verdict, session_id).await
+    let outcome = match &verdict.outcome {
+        Outcome::Complete => "complete".to_string(),
+        Outcome::Failed(reason) => format!("failed: {reason}"),
+        Outcome::RetryAt(_) => "paused".to_string(),
+        Outcome::Requeue => "interrupted".to_string(),
+    };
+    let (end, commit_error) =
+        match Box::pin(work::commit_job(ctx, place, doc, &job, &outcome)).await {
+            Ok(end) => (end, None),
+            Err(e) => (None, Some(e)),
+        };
+    let mut extras = Extras {
+        commits: work::commits(start, end.clone()),
+        checks: Vec::new(),
+    };
+    let verifies = ctx.config.verify_after.contains(&job.job_type);
+    if verifies && verdict.outcome == Outcome::Complete && commit_error.is_none() {
+        let checks = work::checks_for(ctx, &place.dir);
+        let log_dir = paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt)
+            .with_extension("checks");
+        if let Err(e) = std::fs::create_dir_all(&log_dir) {
+            tracing::warn!(%e, "cannot create the check log directory");
+        }
+        extras.checks =
+            work::verify(&checks, &place.dir, end.as_deref(), &log_dir, stop.token()).await;
+        if let Some(why) = work::failed_required(&extras.checks) {
+            verdict.outcome = Outcome::Failed(FailureReason::Verification);
+            verdict.detail = Some(why);
+        }
+    }
+    let written = record(ctx, &doc.id, &job, epoch, verdict, session_id, extras).await;
+    if let Some(reason) = commit_error {
+        tracing::error!(assignment = %doc.id, job = %job.id, %reason, "blocking");
+        let blocked = ctx
+            .store
+            .update(&doc.id, |d| chain::block_unclaimable(d, &reason, now_ms()))
+            .await;
+        return blocked.ok().map(|(d, ())| d).or(written);
+    }
+    written
+}
+
+/// What the runner adds to an attempt's report: its commits and its checks.
+struct Extras {
+    commits: Option<wf_core::model::JobCommits>,
+    checks: Vec<wf_core::model::CheckResult>,
 }
 
 enum Attempted {
@@ -256,8 +336,14 @@ fn failed(reason: FailureReason, detail: String) -> Verdict {
     }
 }
 
-async fn attempt(ctx: &Ctx, doc: &Assignment, job: &Job, stop: &StopSignal) -> Attempted {
-    let (prompt, harness_cfg, spec) = match prepare(ctx, doc, job).await {
+async fn attempt(
+    ctx: &Ctx,
+    doc: &Assignment,
+    job: &Job,
+    stop: &StopSignal,
+    dir: &Path,
+) -> Attempted {
+    let (prompt, harness_cfg, spec) = match prepare(ctx, doc, job, dir).await {
         Ok(prepared) => prepared,
         Err(verdict) => return Attempted::Done(verdict, None),
     };
@@ -337,6 +423,7 @@ async fn prepare<'c>(
     ctx: &'c Ctx,
     doc: &Assignment,
     job: &Job,
+    dir: &Path,
 ) -> Result<(String, &'c HarnessConfig, CommandSpec), Verdict> {
     let prompt = build_prompt(ctx, doc, job).await.map_err(|e| {
         failed(
@@ -357,7 +444,7 @@ async fn prepare<'c>(
         harness_cfg,
         job.model.as_deref(),
         &prompt,
-        ctx.config.workdir.clone(),
+        dir.to_path_buf(),
         ctx.running_as_root,
     )
     .map_err(|e| failed(FailureReason::SpawnError, e.to_string()))?;
@@ -507,6 +594,7 @@ async fn record(
     epoch: u64,
     verdict: Verdict,
     session_id: Option<String>,
+    extras: Extras,
 ) -> Option<Assignment> {
     let mut verdict = verdict;
     cap_result(
@@ -521,6 +609,8 @@ async fn record(
         usage: verdict.usage,
         has_result,
         exit_code: verdict.exit_code,
+        commits: extras.commits,
+        checks: extras.checks,
     };
     let pm = ops::pm_job(&ctx.config);
     let mut pause = Duration::from_millis(100);

@@ -288,12 +288,22 @@ fn step(agent: &Agent, step: &Value) {
                 assert!(ok, "decision command failed");
             }
         }
+        // {"writeFile": {"path": p, "content": c}}: relative to the working directory;
+        // `$WF_ASSIGNMENT_ID` and `$WF_JOB_ID` in either are replaced by their values.
         "writeFile" => {
-            std::fs::write(
-                arg["path"].as_str().expect("path"),
-                arg["content"].as_str().unwrap_or(""),
-            )
-            .expect("write file");
+            let expand = |s: &str| {
+                s.replace("$WF_ASSIGNMENT_ID", &env("WF_ASSIGNMENT_ID"))
+                    .replace("$WF_JOB_ID", &env("WF_JOB_ID"))
+            };
+            let path = expand(arg["path"].as_str().expect("path"));
+            if let Some(dir) = Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).expect("mkdir for writeFile");
+            }
+            std::fs::write(&path, expand(arg["content"].as_str().unwrap_or("")))
+                .expect("write file");
         }
         "closeStdout" => {
             #[expect(unsafe_code, reason = "close(2) on our own stdout")]

@@ -1,0 +1,394 @@
+//! Workspaces with real git: a worktree and branch per assignment, the runner's commits after
+//! every job (whatever its end), and verification steps run by the runner.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wf_core::model::{AssignmentStatus, FailureReason, JobStatus};
+use wf_tests::{git, TestEnv};
+
+use crate::{record_reliability as record, BINS};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn script(env: &TestEnv, script: Value) {
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+}
+
+fn pm_completes() -> Value {
+    json!([{"init": true}, {"wf": ["update-assignment", "--status", "complete"]}, {"result": "done"}])
+}
+
+/// Two independent assignments whose agents write the same file at the same time end on two
+/// branches with one commit each; the main checkout is untouched.
+// Long: one scenario, asserted step by step against real git.
+#[test]
+fn parallel_assignments_work_on_their_own_branches() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"maxConcurrent": 2}));
+    env.git_init();
+    let main_head = git(&env.root, &["rev-parse", "HEAD"]);
+    let records = env.work_path("records");
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "shared.txt", "content": "from $WF_ASSIGNMENT_ID\n"}},
+                          {"record": records}, {"sleepMs": 800}, {"result": "wrote shared.txt"}],
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let started = Instant::now();
+    let ids = env.create_started("same file", 2, "implement");
+    // Both agents are in their job at once.
+    env.wait_records("records", 2, LONG);
+    let docs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            env.wait_for(id, LONG, |d| {
+                d.status == AssignmentStatus::Complete && d.lease.is_none()
+            })
+        })
+        .collect();
+    let took = started.elapsed();
+    assert_eq!(git(&env.root, &["rev-parse", "HEAD"]), main_head);
+    assert_eq!(
+        git(&env.root, &["status", "--porcelain"]),
+        "",
+        "the main checkout changed"
+    );
+    assert!(!env.root.join("shared.txt").exists());
+    let mut branches = Vec::new();
+    for doc in &docs {
+        let ws = doc.workspace.clone().expect("a workspace is recorded");
+        assert_eq!(ws.branch, format!("wf/{}", doc.id));
+        assert_eq!(
+            (ws.base_branch.as_str(), ws.base_commit.as_str()),
+            ("main", main_head.as_str())
+        );
+        let log = git(
+            &env.root,
+            &["log", "--format=%s", &format!("{main_head}..{}", ws.branch)],
+        );
+        let implement = &doc.jobs[0];
+        assert_eq!(
+            log,
+            format!("wf: implement job {} (complete)", implement.id),
+            "{doc:#?}"
+        );
+        assert_eq!(
+            git(&env.root, &["show", &format!("{}:shared.txt", ws.branch)]),
+            format!("from {}", doc.id)
+        );
+        let body = git(&env.root, &["log", "-1", "--format=%B", &ws.branch]);
+        assert!(
+            body.contains(&format!("Wf-Assignment: {}", doc.id)),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("Wf-Job: {}", implement.id)),
+            "{body}"
+        );
+        let commits = implement.commits.clone().expect("the job's commits");
+        assert_eq!(commits.start, main_head);
+        assert_eq!(commits.end, git(&env.root, &["rev-parse", &ws.branch]));
+        assert_eq!(
+            git(
+                &env.root,
+                &["rev-parse", &format!("refs/wf/{}/{}", doc.id, implement.id)]
+            ),
+            commits.end
+        );
+        // The PM changed nothing, so it made no commit.
+        let pm = &doc.jobs[1];
+        let pm_commits = pm.commits.clone().expect("the PM's commits");
+        assert_eq!(pm_commits.start, pm_commits.end);
+        branches.push(ws.branch);
+    }
+    assert_ne!(branches[0], branches[1]);
+    record(
+        "parallel_assignments_work_on_their_own_branches",
+        "2 independent assignments whose agents write the same file at the same time, in a git repository",
+        "a worktree and branch per assignment under .wf/worktrees; the runner commits each job's work with Wf-Assignment/Wf-Job trailers and keeps refs/wf/<aid>/<job>",
+        1,
+        "nothing: 2 branches with 1 commit each, each with its own shared.txt; the main checkout's HEAD and status unchanged",
+        took,
+    );
+}
+
+/// A job that times out, and one whose runner is killed with -9, leave their work committed
+/// and reachable: the runner commits after the timeout, and the next runner commits what the
+/// dead one's agent left before the job runs again.
+// Long: one scenario, asserted step by step against real git.
+#[test]
+fn a_job_killed_mid_work_leaves_its_work_committed() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"timeoutMs": 1500}));
+    env.git_init();
+    let main_head = git(&env.root, &["rev-parse", "HEAD"]);
+    let records = env.work_path("records");
+    script(
+        &env,
+        json!({
+            "implement": {"byAttempt": [
+                [{"init": true}, {"writeFile": {"path": "work/$WF_JOB_ID.txt", "content": "half done\n"}},
+                 {"record": records}, {"sleepMs": 600000}],
+                [{"init": true}, {"writeFile": {"path": "work/$WF_JOB_ID-2.txt", "content": "done\n"}},
+                 {"result": "finished"}]
+            ]},
+            "pm": [{"init": true}, {"result": "nothing to decide"}]
+        }),
+    );
+    env.start_runner();
+    let started = Instant::now();
+    // Timeout: the agent is stopped after 1.5 s; its file is committed.
+    let timed_out = env.create_started("time out", 1, "implement").remove(0);
+    let doc = env.wait_for(&timed_out, LONG, |d| {
+        d.jobs
+            .first()
+            .is_some_and(|j| j.status == JobStatus::Failed)
+    });
+    let job = &doc.jobs[0];
+    assert_eq!(job.failure_reason, Some(FailureReason::Timeout), "{doc:#?}");
+    let branch = doc.workspace.clone().unwrap().branch;
+    assert_eq!(
+        git(&env.root, &["log", "-1", "--format=%s", &branch]),
+        format!("wf: implement job {} (failed: timeout)", job.id)
+    );
+    assert_eq!(
+        git(
+            &env.root,
+            &["show", &format!("{branch}:work/{}.txt", job.id)]
+        ),
+        "half done"
+    );
+    let timeout_took = started.elapsed();
+
+    // kill -9 of the runner mid-work: the restarted runner commits the leftovers first.
+    env.wf_ok(&[
+        "update-assignment",
+        &timed_out,
+        "--status",
+        "blocked",
+        "--reason",
+        "done with it",
+    ]);
+    let killed = env.create_started("killed", 1, "implement").remove(0);
+    env.wait_records("records", 2, LONG);
+    env.signal_runner(libc::SIGKILL);
+    env.start_runner();
+    let doc = env.wait_for(&killed, LONG, |d| {
+        d.jobs
+            .first()
+            .is_some_and(|j| j.status == JobStatus::Complete)
+    });
+    let job = &doc.jobs[0];
+    let branch = doc.workspace.clone().unwrap().branch;
+    let log = git(
+        &env.root,
+        &["log", "--format=%s", &format!("{main_head}..{branch}")],
+    );
+    assert_eq!(
+        log,
+        format!(
+            "wf: implement job {} (complete)\nwf: work left by an interrupted attempt",
+            job.id
+        ),
+        "{doc:#?}"
+    );
+    assert_eq!(
+        git(
+            &env.root,
+            &["show", &format!("{branch}:work/{}.txt", job.id)]
+        ),
+        "half done"
+    );
+    assert_eq!(
+        git(
+            &env.root,
+            &["show", &format!("{branch}:work/{}-2.txt", job.id)]
+        ),
+        "done"
+    );
+    assert_eq!(git(&env.root, &["status", "--porcelain"]), "");
+    record(
+        "a_job_killed_mid_work_leaves_its_work_committed",
+        "an implement job that times out mid-work, and one whose runner is killed with -9 mid-work, in a git repository",
+        "the runner commits after every attempt, whatever its end; a runner taking over commits what an interrupted attempt left before the job runs again",
+        2,
+        "nothing: both agents' half-done files are committed on their branches",
+        timeout_took,
+    );
+}
+
+/// Verification steps run by the runner after an implement job: the verdict is the exit code,
+/// the counts come from the output, the results are on the job and in the PM's prompt, and a
+/// required failure fails the job.
+#[test]
+fn verification_steps_give_counts_and_verdicts_to_the_pm() {
+    let verify = json!([
+        {"name": "Tests", "command": "printf 'running 4 tests\\ntest result: FAILED. 3 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.1s\\n\\ntest result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.0s\\n'; test -f fixed.txt"},
+        {"name": "Lint", "command": "echo 'warning: 2 problems'; exit 3", "required": false}
+    ]);
+    let mut env = TestEnv::new(&BINS, json!({}), json!({"verify": verify}));
+    env.git_init();
+    let prompts = env.work_path("prompts");
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "change.txt", "content": "x\n"}}, {"result": "all tests pass"}],
+            "pm": [{"init": true}, {"savePrompt": prompts},
+                   {"decide": {"failed": ["update-assignment", "--status", "blocked", "--reason", "the tests fail"]}},
+                   {"result": "blocked it"}]
+        }),
+    );
+    env.start_runner();
+    let aid = env.create_started("verify me", 1, "implement").remove(0);
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.status == AssignmentStatus::Blocked && d.lease.is_none()
+    });
+    let job = &doc.jobs[0];
+    assert_eq!(
+        job.failure_reason,
+        Some(FailureReason::Verification),
+        "{doc:#?}"
+    );
+    let detail = job.failure_detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("❌ Tests: 8 passed, 1 failed, 2 skipped"),
+        "{detail}"
+    );
+    assert_eq!(job.checks.len(), 2);
+    let (tests, lint) = (&job.checks[0], &job.checks[1]);
+    assert_eq!(
+        (tests.passed, tests.exit_code, tests.required),
+        (false, Some(1), true)
+    );
+    assert_eq!(
+        (lint.passed, lint.exit_code, lint.required),
+        (false, Some(3), false)
+    );
+    assert_eq!(lint.counts, None);
+    assert_eq!(tests.commit, job.commits.as_ref().map(|c| c.end.clone()));
+    // The PM saw the runner's verification, not only the agent's claim.
+    let prompt = std::fs::read_dir(&prompts)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .expect("the PM's prompt");
+    assert!(prompt.contains("### Verification (run by wf"), "{prompt}");
+    assert!(
+        prompt.contains("❌ Tests: 8 passed, 1 failed, 2 skipped"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("❌ Lint (optional): exit 3"), "{prompt}");
+    assert!(prompt.contains("all tests pass"), "{prompt}");
+    // wf job shows them.
+    let shown = env.wf_ok(&["job", &job.id]);
+    assert!(
+        shown.contains("❌ Tests: 8 passed, 1 failed, 2 skipped"),
+        "{shown}"
+    );
+}
+
+/// With a remote, every job's commit is pushed; `wf gc` removes the worktree of a finished
+/// assignment whose branch is on the remote, and keeps one holding uncommitted or unpushed
+/// work (its branch stays either way).
+// Long: one scenario, asserted step by step against real git.
+#[test]
+fn gc_removes_only_worktrees_whose_work_is_safe_elsewhere() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.git_init();
+    let origin = env.dir().join("origin.git");
+    git(
+        env.dir(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &origin.display().to_string(),
+        ],
+    );
+    git(
+        &env.root,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&env.root, &["push", "-q", "origin", "main"]);
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "a.txt", "content": "$WF_ASSIGNMENT_ID\n"}}, {"result": "ok"}],
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let ids = env.create_started("gc", 3, "implement");
+    let docs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            env.wait_for(id, LONG, |d| {
+                d.status == AssignmentStatus::Complete && d.lease.is_none()
+            })
+        })
+        .collect();
+    let ws: Vec<_> = docs.iter().map(|d| d.workspace.clone().unwrap()).collect();
+    for w in &ws {
+        let remote = git(&env.root, &["ls-remote", "--heads", "origin", &w.branch]);
+        let head = git(&env.root, &["rev-parse", &w.branch]);
+        assert!(
+            remote.starts_with(&head),
+            "{} not pushed: {remote}",
+            w.branch
+        );
+    }
+    // A human leaves work in two of them: uncommitted, and committed but not pushed.
+    std::fs::write(std::path::Path::new(&ws[1].path).join("wip.txt"), "wip\n").unwrap();
+    std::fs::write(std::path::Path::new(&ws[2].path).join("more.txt"), "more\n").unwrap();
+    git(std::path::Path::new(&ws[2].path), &["add", "-A"]);
+    git(
+        std::path::Path::new(&ws[2].path),
+        &["commit", "-q", "-m", "by hand"],
+    );
+
+    let listed = env.wf_json(&["workspaces"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    let dry = env.wf_json(&["gc", "--dry-run"]);
+    assert!(
+        dry.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["removed"] == false),
+        "{dry}"
+    );
+    assert!(std::path::Path::new(&ws[0].path).exists());
+    let gc = env.wf_json(&["gc"]);
+    let by_aid = |aid: &str| {
+        gc.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["assignment"] == aid)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_aid(&ids[0])["removed"], true, "{gc}");
+    assert_eq!(by_aid(&ids[1])["removed"], false);
+    assert!(
+        by_aid(&ids[1])["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 uncommitted paths"),
+        "{gc}"
+    );
+    assert_eq!(by_aid(&ids[2])["removed"], false);
+    assert!(
+        by_aid(&ids[2])["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 commits neither pushed nor merged"),
+        "{gc}"
+    );
+    assert!(!std::path::Path::new(&ws[0].path).exists());
+    assert!(std::path::Path::new(&ws[1].path).join("wip.txt").exists());
+    // The removed worktree's branch and refs stay.
+    git(&env.root, &["rev-parse", "--verify", &ws[0].branch]);
+}
