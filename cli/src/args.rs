@@ -78,13 +78,21 @@ pub(crate) enum StoreCommand {
     /// Remove the worktrees of finished assignments that hold nothing unpushed or unmerged
     /// (their branches stay).
     Gc(GcArgs),
+    /// Show an assignment's pull request, or push its branch and open one (never a second).
+    Pr(PrArgs),
 }
 
 /// The arguments of `wf create`.
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// What the assignment must achieve.
-    pub(crate) north_star: OsString,
+    /// What the assignment must achieve (with --issue: read from the issue).
+    #[arg(required_unless_present = "issue")]
+    pub(crate) north_star: Option<OsString>,
+    /// Work on a forge issue: `N`, `#N` or `owner/repo#N`. Its title, body and labels become
+    /// the north star; the branch is fix/issue-N for bugs, else feature/issue-N; the
+    /// pull request says `Fixes #N`.
+    #[arg(long, value_name = "ISSUE", conflicts_with = "north_star")]
+    pub(crate) issue: Option<String>,
     /// Among assignments of the same age, lower runs first.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub(crate) priority: i64,
@@ -106,6 +114,9 @@ pub(crate) struct CreateArgs {
     /// Budget: most time from the first job's start, like 90m, 4h or 3600s.
     #[arg(long, value_name = "DURATION")]
     pub(crate) max_wall_time: Option<String>,
+    /// Budget: most review jobs before a human decides (default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_review_cycles: Option<u32>,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }
@@ -236,6 +247,15 @@ pub(crate) struct QueueArgs {
 /// The arguments of `wf workspaces`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkspacesArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf pr`.
+#[derive(Debug, Args)]
+pub(crate) struct PrArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

@@ -169,6 +169,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
                 context: None,
             }),
             budget: None,
+            forge: None,
         };
         let doc: Assignment = backend.call(req).await?;
         println!("created assignment {}: {NORTH_STAR}", doc.id);

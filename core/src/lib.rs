@@ -5,7 +5,8 @@
 //!   namespaces; [`clock`]: the wall clock in milliseconds.
 //! - [`chain`]: every state transition and the scheduling rule, as pure functions of a
 //!   document; the store applies them inside its compare-and-swap.
-//! - [`config`]: the config file, parsed strictly and resolved.
+//! - [`config`]: the config file, parsed strictly and resolved; [`forge`]: issue references,
+//!   branch names from issues, the pull request's title and body.
 //! - [`prompt`]: the prompt templates and their strict rendering; [`verify`]: the checks a
 //!   repository implies and the test counts in their output.
 //! - [`harness`]: per agent CLI, the command line of an attempt and the parser of its event
@@ -17,6 +18,7 @@
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod forge;
 pub mod harness;
 pub mod ids;
 pub mod model;

@@ -342,7 +342,7 @@ pub struct Note {
 }
 
 /// The newest schema version of the [`Assignment`] documents this wf reads and writes.
-/// Version 2 added `archive`, `workspace`, the jobs' `commits` and `checks`, and the failure
+/// Version 2 added `archive`, `workspace`, `forge`, `budget.maxReviewCycles`, the jobs' `commits` and `checks`, and the failure
 /// reasons `verification` and `workspace`; a document is written at 2 only once it uses one.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
@@ -408,6 +408,49 @@ pub struct Assignment {
     /// Its git worktree and branch (worktree mode), once the runner created them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<Workspace>,
+    /// The forge issue it works on and the pull request it became.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeLink>,
+}
+
+/// An assignment's place on the forge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForgeLink {
+    /// `owner/repo`.
+    pub repo: String,
+    /// The issue it was created from.
+    pub issue: Option<IssueRef>,
+    /// The pull request the runner opened.
+    pub pull_request: Option<PullRequestRef>,
+    /// The id of the living progress comment on the issue.
+    pub progress_comment: Option<u64>,
+}
+
+/// A forge issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssueRef {
+    /// Its number.
+    pub number: u64,
+    /// Its title.
+    pub title: String,
+    /// Its web address.
+    pub url: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
+/// A pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PullRequestRef {
+    /// Its number.
+    pub number: u64,
+    /// Its web address.
+    pub url: String,
+    /// Opened as a draft (a required check failed).
+    pub draft: bool,
 }
 
 /// An assignment's workspace: a git worktree on its own branch, cut from a recorded base.
@@ -438,6 +481,9 @@ pub struct JobArchive {
     pub jobs: u32,
     /// Of those, how many non-PM jobs were started (the `maxJobs` budget counts them).
     pub started: u32,
+    /// Of those, how many review jobs were started (`maxReviewCycles`).
+    #[serde(default)]
+    pub reviews: u32,
 }
 
 impl JobArchive {
@@ -459,7 +505,14 @@ pub struct Budget {
     pub max_pm_rounds: Option<u32>,
     /// Most time from its first job's start, in milliseconds.
     pub max_wall_ms: Option<u64>,
+    /// Most review jobs started; `None` means [`DEFAULT_MAX_REVIEW_CYCLES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_review_cycles: Option<u32>,
 }
+
+/// Review jobs an assignment may start when its budget names no `maxReviewCycles` (as the
+/// seed's workflow package): after that, a human decides.
+pub const DEFAULT_MAX_REVIEW_CYCLES: u32 = 3;
 
 impl Assignment {
     /// The oldest schema version that can hold this document: 2 once it uses a field that
@@ -473,7 +526,12 @@ impl Assignment {
                     Some(FailureReason::Verification | FailureReason::Workspace)
                 )
         };
-        if self.archive.is_empty() && self.workspace.is_none() && !self.jobs.iter().any(v2_job) {
+        if self.archive.is_empty()
+            && self.budget.max_review_cycles.is_none()
+            && self.workspace.is_none()
+            && self.forge.is_none()
+            && !self.jobs.iter().any(v2_job)
+        {
             1
         } else {
             2

@@ -52,6 +52,8 @@ pub enum Request {
     Watch(Watch),
     /// `wf doctor`: how many documents the store holds, and which it cannot read.
     CheckStore(CheckStore),
+    /// `wf pr`: push the branch and open (or find) the assignment's pull request.
+    OpenPullRequest(OpenPullRequest),
 }
 
 /// What a request needs to be executed: the store, the configuration requests are interpreted
@@ -173,6 +175,21 @@ request_types! {
     }
     /// Checks the documents of the namespace.
     CheckStore {}
+    /// Pushes an assignment's branch and opens its pull request, or finds the open one.
+    OpenPullRequest {
+        /// Id or prefix.
+        assignment: String,
+    }
+}
+
+impl Call for OpenPullRequest {
+    type Output = wf_core::model::PullRequestRef;
+    async fn execute(self, x: Exec<'_>) -> Result<Self::Output, OpError> {
+        let doc = ops::find_assignment(x.store, &self.assignment).await?;
+        crate::forge::deliver(x.config, x.store, &doc.id)
+            .await
+            .map_err(OpError::Unavailable)
+    }
 }
 
 impl From<CreateRequest> for Request {
@@ -396,6 +413,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::Retry(r) => answer(exec, id, r).await,
         Request::Watch(r) => answer(exec, id, r).await,
         Request::CheckStore(r) => answer(exec, id, r).await,
+        Request::OpenPullRequest(r) => answer(exec, id, r).await,
     }
 }
 

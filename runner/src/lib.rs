@@ -12,13 +12,14 @@
 //!   dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
 //!   where `wf` is, and the agents' environment.
 //! - [`workspace`]: worktrees, branches and the runner's commits; [`git`]: git through the
-//!   process layer.
+//!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST).
 //! - [`main_impl`]: the `wf-runner` binary.
 
 pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod env;
+pub mod forge;
 pub mod git;
 pub mod guard;
 pub mod liveness;

@@ -175,6 +175,9 @@ pub struct CreateRequest {
     /// Budget limits that replace the configured defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// The forge issue it works on (`wf create --issue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<wf_core::model::ForgeLink>,
 }
 
 /// What `wf insert-job` did.
@@ -352,8 +355,10 @@ pub async fn create(
         max_jobs: given.max_jobs.or(defaults.max_jobs),
         max_pm_rounds: given.max_pm_rounds.or(defaults.max_pm_rounds),
         max_wall_ms: given.max_wall_ms.or(defaults.max_wall_ms),
+        max_review_cycles: given.max_review_cycles.or(defaults.max_review_cycles),
     })
     .map_err(OpError::Invalid)?;
+    doc.forge = req.forge.clone();
     if let Some(start) = &req.start {
         let jobs = expand(config, std::slice::from_ref(start))?;
         write_contexts(store, &doc.id, &jobs).await?;

@@ -392,3 +392,168 @@ fn gc_removes_only_worktrees_whose_work_is_safe_elsewhere() {
     // The removed worktree's branch and refs stay.
     git(&env.root, &["rev-parse", "--verify", &ws[0].branch]);
 }
+
+/// Issue → pull request against a scripted GitHub REST endpoint and a local bare `origin`:
+/// the issue becomes the north star and the branch name, the branch is pushed, exactly one PR
+/// exists however often delivery is retried, its body starts with `Fixes #7` and carries the
+/// runner's verification, the issue has one progress comment edited in place, and the token
+/// appears nowhere but in the requests' headers.
+// Long: the whole flow, asserted against the fake forge's record of every request.
+#[test]
+fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
+    let gh = wf_tests::github::FakeGitHub::start("acme/widget");
+    gh.add_issue(
+        7,
+        "Widgets crash on empty input",
+        "Run `widget \"\"`: it panics.",
+        &["bug"],
+    );
+    let mut env = TestEnv::new(
+        &BINS,
+        json!({}),
+        json!({
+            "forge": {"repo": "acme/widget", "apiUrl": gh.url(), "tokenEnv": "FAKE_GH_TOKEN"},
+            "verify": [{"name": "Tests", "command": "echo 'Tests: 42 passed, 0 failed'"}]
+        }),
+    );
+    env.git_init();
+    let origin = env.dir().join("origin.git");
+    git(
+        env.dir(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &origin.display().to_string(),
+        ],
+    );
+    git(
+        &env.root,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&env.root, &["push", "-q", "origin", "main"]);
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "src/fix.txt", "content": "no more panics\n"}},
+                          {"result": "fixed the empty input case"}],
+            "pm": [{"init": true}, {"decide": {"implement": ["update-assignment", "--status", "complete"]}},
+                   {"result": "done"}]
+        }),
+    );
+    env.set_runner_env(0, &[("FAKE_GH_TOKEN", "test-token")]);
+    env.start_runner();
+    let started = Instant::now();
+    let out = env
+        .wf_cmd(&["create", "--issue", "7", "--start", "implement"])
+        .env("FAKE_GH_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let aid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.forge.as_ref().is_some_and(|f| f.pull_request.is_some())
+    });
+    let took = started.elapsed();
+    assert!(
+        doc.north_star
+            .starts_with("Resolve issue acme/widget#7: Widgets crash on empty input"),
+        "{}",
+        doc.north_star
+    );
+    let ws = doc.workspace.clone().unwrap();
+    assert_eq!(ws.branch, "fix/issue-7");
+    let pulls = gh.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let pr = &pulls[0];
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.starts_with("Fixes #7\n"), "{body}");
+    assert!(
+        body.contains("## Changes")
+            && body.contains(&format!("wf: implement job {} (complete)", doc.jobs[0].id)),
+        "{body}"
+    );
+    assert!(
+        body.contains("## Verification\n\n✅ Tests: 42 passed, 0 failed"),
+        "{body}"
+    );
+    assert_eq!(
+        (pr["head"]["ref"].as_str(), pr["base"]["ref"].as_str()),
+        (Some("fix/issue-7"), Some("main"))
+    );
+    assert_eq!(pr["draft"], false);
+    assert_eq!(pr["title"], "Widgets crash on empty input");
+    let remote = git(
+        &env.root,
+        &["ls-remote", "--heads", "origin", "fix/issue-7"],
+    );
+    assert!(
+        remote.starts_with(&git(&env.root, &["rev-parse", "fix/issue-7"])),
+        "{remote}"
+    );
+
+    // Retried delivery, by hand, twice: the same PR, never a second.
+    for _ in 0..2 {
+        let shown = env.wf_ok(&["pr", &aid]);
+        assert_eq!(shown.trim(), pr["html_url"].as_str().unwrap());
+    }
+    let requests = gh.requests();
+    let count = |method: &str, tail: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.split('?').next().unwrap().ends_with(tail))
+            .count()
+    };
+    assert_eq!(count("POST", "/pulls"), 1, "{requests:?}");
+    assert!(
+        count("GET", "/pulls") >= 3,
+        "each delivery looks the PR up first"
+    );
+    // One living comment, edited in place, that ends with the PR.
+    assert_eq!(count("POST", "/comments"), 1, "{requests:?}");
+    let comments = gh.comments();
+    assert_eq!(comments.len(), 1);
+    let comment = comments.values().next().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        comment.contains(pr["html_url"].as_str().unwrap()),
+        "{comment}"
+    );
+    assert!(requests
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer test-token")));
+    // The token is in no log, transcript, prompt or document.
+    assert!(!env.runner_log().contains("test-token"));
+    let mut stack = vec![env.root.join(".wf")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(
+                    !text.contains("test-token"),
+                    "the token is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    record(
+        "an_issue_becomes_exactly_one_pull_request_with_its_verification",
+        "wf create --issue 7 against a scripted GitHub REST endpoint on 127.0.0.1 and a bare origin; delivery retried twice by hand",
+        "the runner pushes the branch, looks the PR up before creating it, and records it; the progress comment is created once and edited in place",
+        3,
+        "nothing: 1 pull request (Fixes #7, the verification line), 1 progress comment, the token in no file",
+        took,
+    );
+}

@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use wf_core::model::Assignment;
 use wf_runner::client::{Client, ConnectError};
 
+pub mod github;
+
 /// Paths of the binaries under test (from `env!("CARGO_BIN_EXE_…")`).
 #[derive(Debug, Clone)]
 pub struct Bins {

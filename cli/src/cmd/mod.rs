@@ -49,7 +49,7 @@ pub(crate) async fn run(
     command: StoreCommand,
 ) -> Result<()> {
     match command {
-        StoreCommand::Create(args) => create::run(backend, args).await,
+        StoreCommand::Create(args) => create::run(backend, config, args).await,
         StoreCommand::InsertJob(args) => insert_job::run(backend, args).await,
         StoreCommand::UpdateAssignment(args) => update_assignment::run(backend, args).await,
         StoreCommand::Assignments(args) => assignments::run(backend, args).await,
@@ -61,6 +61,7 @@ pub(crate) async fn run(
         StoreCommand::Queue(args) => queue::run(backend, args).await,
         StoreCommand::Workspaces(args) => workspaces::list(backend, config, args).await,
         StoreCommand::Gc(args) => workspaces::gc(backend, config, args).await,
+        StoreCommand::Pr(args) => workspaces::pr(backend, config, args).await,
     }
 }
 

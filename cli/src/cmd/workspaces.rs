@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::args::{GcArgs, WorkspacesArgs};
+use crate::args::{GcArgs, PrArgs, WorkspacesArgs};
 use wf_core::config::Config;
 use wf_runner::workspace::{self, Repo, WorktreeState};
 
@@ -143,5 +143,23 @@ pub(crate) async fn gc(backend: &mut Backend, config: &Config, args: GcArgs) -> 
     for e in &entries {
         outln!("{}  {}  {}", e.assignment, e.reason, e.path);
     }
+    Ok(())
+}
+
+pub(crate) async fn pr(backend: &mut Backend, _config: &Config, args: PrArgs) -> Result<()> {
+    let assignment = assignment_arg(args.assignment.as_ref())?;
+    let pr = call(backend, api::OpenPullRequest { assignment }).await?;
+    if args.json.json {
+        return print_json(&pr);
+    }
+    outln!(
+        "{}{}",
+        pr.url,
+        if pr.draft {
+            " (draft: a required check failed)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }

@@ -72,7 +72,12 @@ pub fn archive_segment(doc: &mut Assignment, segment: &Segment) -> Result<(), Un
         .iter()
         .filter(|j| j.job_type != JobType::Pm && j.attempt > 0)
         .count() as u32;
+    let reviews = doc.jobs[..n]
+        .iter()
+        .filter(|j| j.job_type == JobType::Review && j.attempt > 0)
+        .count() as u32;
     doc.jobs.drain(..n);
+    doc.archive.reviews += reviews;
     doc.archive.segments.push(segment.name.clone());
     doc.archive.jobs += n as u32;
     doc.archive.started += started;

@@ -49,6 +49,25 @@ pub(super) fn over_budget(doc: &Assignment, unit: &[&Job], now: Millis) -> Optio
             ));
         }
     }
+    let new_reviews = unit
+        .iter()
+        .any(|j| j.job_type == JobType::Review && j.attempt == 0);
+    if new_reviews {
+        let max = b
+            .max_review_cycles
+            .unwrap_or(crate::model::DEFAULT_MAX_REVIEW_CYCLES);
+        let reviews = doc.archive.reviews
+            + doc
+                .jobs
+                .iter()
+                .filter(|j| j.job_type == JobType::Review && j.attempt > 0)
+                .count() as u32;
+        if reviews >= max {
+            return Some(format!(
+                "budget exceeded: {reviews} review cycles, maxReviewCycles is {max}; a human decides what comes next"
+            ));
+        }
+    }
     if let Some(max) = b.max_pm_rounds {
         if unit
             .iter()

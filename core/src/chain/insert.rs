@@ -111,6 +111,7 @@ pub fn new_assignment(
         started_at: None,
         archive: Default::default(),
         workspace: None,
+        forge: None,
     }
 }
 

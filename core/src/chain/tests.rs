@@ -1135,3 +1135,28 @@ fn the_oldest_finished_jobs_are_archived_in_whole_segments() {
         "{refused:?}"
     );
 }
+
+/// Review cycles are bounded (default 3): the fourth review job blocks the assignment for a
+/// human instead of starting.
+#[test]
+fn a_fourth_review_blocks_the_assignment_for_a_human() {
+    let mut d = doc();
+    for i in 0..3 {
+        insert(&mut d, &format!("r{i}"), JobType::Review);
+        let r = d.jobs.last_mut().unwrap();
+        r.status = JobStatus::Complete;
+        r.attempt = 1;
+    }
+    insert(&mut d, "r3", JobType::Review);
+    let refused = claim(&mut d, &view(5_000), "h", LEASE, &Recovered::new());
+    assert!(
+        matches!(&refused, Some(Claimed::OverBudget(r)) if r.contains("3 review cycles, maxReviewCycles is 3")),
+        "{refused:?}"
+    );
+    assert_eq!(d.status, AssignmentStatus::Blocked);
+    // A larger budget lets it run.
+    let mut d2 = d.clone();
+    d2.status = AssignmentStatus::Active;
+    d2.budget.max_review_cycles = Some(5);
+    assert!(claim_run(&mut d2, &view(5_000), "h", LEASE).is_some());
+}

@@ -192,6 +192,8 @@ pub struct Config {
     pub verify: Option<Vec<CheckConfig>>,
     /// The job types verification runs after.
     pub verify_after: Vec<JobType>,
+    /// The forge issues come from and pull requests go to.
+    pub forge: ForgeConfig,
 }
 
 impl Config {

@@ -83,6 +83,9 @@ pub struct RawConfig {
     /// The job types verification runs after (default: `["implement"]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_after: Option<Vec<String>>,
+    /// The forge: where `wf create --issue` reads issues and pull requests are opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge: Option<super::RawForge>,
 }
 
 /// The `store` object.
@@ -242,6 +245,7 @@ impl Config {
                 .as_ref()
                 .map(|v| v.iter().map(super::CheckConfig::to_raw).collect()),
             verify_after: Some(self.verify_after.iter().map(|t| t.to_string()).collect()),
+            forge: Some(self.forge.to_raw()),
             harnesses: Some(
                 self.harnesses
                     .iter()

@@ -68,6 +68,7 @@ fn resolve_sections(raw: &RawConfig, file: Option<PathBuf>, root: &Path) -> Resu
         workspace,
         verify,
         verify_after,
+        forge: super::resolve_forge(raw.forge.as_ref())?,
         prices: resolve_prices(raw)?,
         retry: resolve_retry(raw)?,
         budgets: validate_budget(raw.budgets.clone().unwrap_or_default())
@@ -286,6 +287,7 @@ pub fn validate_budget(b: Budget) -> Result<Budget, String> {
         ("maxJobs", b.max_jobs.map(u64::from)),
         ("maxPmRounds", b.max_pm_rounds.map(u64::from)),
         ("maxWallMs", b.max_wall_ms),
+        ("maxReviewCycles", b.max_review_cycles.map(u64::from)),
     ] {
         if v == Some(0) {
             return Err(format!(

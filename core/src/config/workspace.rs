@@ -217,3 +217,82 @@ impl CheckConfig {
         }
     }
 }
+
+/// The `forge` object as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawForge {
+    /// `github` (GitHub Enterprise too, through `apiUrl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `owner/repo` (default: from the remote's URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The REST API's base URL (default `https://api.github.com`; GHES:
+    /// `https://HOST/api/v3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The environment variable that holds the token (default: `GH_TOKEN`, then
+    /// `GITHUB_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+/// The resolved `forge` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeConfig {
+    /// `owner/repo`, when configured.
+    pub repo: Option<String>,
+    /// The REST API's base URL, without a trailing slash.
+    pub api_url: String,
+    /// The environment variables to read the token from, in order.
+    pub token_env: Vec<String>,
+}
+
+/// Resolves `forge`.
+pub(super) fn resolve_forge(raw: Option<&RawForge>) -> Result<ForgeConfig, String> {
+    let raw = raw.cloned().unwrap_or_default();
+    match raw.kind.as_deref() {
+        None | Some("github") => {}
+        Some(other) => {
+            return Err(format!(
+                "forge.kind: unknown forge {other:?} (expected github; GitHub Enterprise is github with forge.apiUrl)"
+            ))
+        }
+    }
+    if let Some(repo) = &raw.repo {
+        crate::forge::check_repo(repo).map_err(|e| format!("forge.repo: {e}"))?;
+    }
+    let api_url = raw
+        .api_url
+        .unwrap_or_else(|| "https://api.github.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(format!("forge.apiUrl: {api_url:?} is not an http(s) URL"));
+    }
+    let token_env = match raw.token_env {
+        Some(name) if name.is_empty() || name.contains(['=', '\0']) => {
+            return Err(format!("forge.tokenEnv: {name:?} is not a variable name"))
+        }
+        Some(name) => vec![name],
+        None => vec!["GH_TOKEN".into(), "GITHUB_TOKEN".into()],
+    };
+    Ok(ForgeConfig {
+        repo: raw.repo,
+        api_url,
+        token_env,
+    })
+}
+
+impl ForgeConfig {
+    /// The section as written, for the effective config.
+    pub(super) fn to_raw(&self) -> RawForge {
+        RawForge {
+            kind: Some("github".into()),
+            repo: self.repo.clone(),
+            api_url: Some(self.api_url.clone()),
+            token_env: self.token_env.first().cloned(),
+        }
+    }
+}

@@ -108,6 +108,12 @@ pub(super) async fn run_unit(
             tracing::warn!(assignment = %doc.id, %e, "cannot archive old finished jobs; trying after the next unit")
         }
     }
+    if let Some(after) = match &last {
+        Some(d) => Box::pin(work::after_unit(&ctx, d)).await,
+        None => None,
+    } {
+        last = Some(after);
+    }
     end_unit(&doc.id, renewing, renewer, token, &mut guard, &done, last).await;
 }
 

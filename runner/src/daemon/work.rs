@@ -104,9 +104,21 @@ fn leftovers_message(doc: &Assignment) -> String {
 }
 
 async fn create(ctx: &Ctx, repo: &Repo, doc: &Assignment, epoch: u64) -> Result<Workspace, String> {
-    let ws = workspace::create(&ctx.config.workspace, repo, &doc.id, None, &ctx.host)
-        .await
-        .map_err(|e| format!("cannot create the assignment's worktree: {e}"))?;
+    // An issue's work goes on fix/issue-<n> or feature/issue-<n>.
+    let branch = doc
+        .forge
+        .as_ref()
+        .and_then(|f| f.issue.as_ref())
+        .map(wf_core::forge::branch_for_issue);
+    let ws = workspace::create(
+        &ctx.config.workspace,
+        repo,
+        &doc.id,
+        branch.as_deref(),
+        &ctx.host,
+    )
+    .await
+    .map_err(|e| format!("cannot create the assignment's worktree: {e}"))?;
     tracing::info!(assignment = %doc.id, branch = %ws.branch, path = %ws.path, base = %ws.base_branch, base_commit = %ws.base_commit, "created the worktree");
     for command in &ctx.config.workspace.setup {
         let check = CheckConfig {
@@ -336,4 +348,34 @@ pub(super) fn failed_required(checks: &[CheckResult]) -> Option<String> {
         .map(CheckResult::summary)
         .collect();
     (!failed.is_empty()).then(|| format!("verification failed: {}", failed.join("; ")))
+}
+
+/// After a unit was recorded: a complete assignment with a branch gets its pull request (when
+/// it came from an issue or `forge.repo` is set); one from an issue gets its progress comment
+/// brought up to date. Returns the document when this wrote it.
+pub(super) async fn after_unit(ctx: &Ctx, doc: &Assignment) -> Option<Assignment> {
+    doc.workspace.as_ref()?;
+    let wants_pr = doc.forge.is_some() || ctx.config.forge.repo.is_some();
+    let has_pr = doc.forge.as_ref().is_some_and(|f| f.pull_request.is_some());
+    if doc.status == wf_core::model::AssignmentStatus::Complete && wants_pr && !has_pr {
+        match crate::forge::deliver(&ctx.config, &ctx.store, &doc.id).await {
+            Ok(pr) => {
+                tracing::info!(assignment = %doc.id, url = %pr.url, draft = pr.draft, "pull request opened")
+            }
+            Err(e) => {
+                tracing::warn!(assignment = %doc.id, %e, "cannot open the pull request; `wf pr` tries again")
+            }
+        }
+        return ctx.store.get(&doc.id).await.ok().flatten();
+    }
+    let last = doc
+        .jobs
+        .iter()
+        .rev()
+        .find(|j| j.status.is_finished())
+        .map(|j| format!("{} job `{}` {}", j.job_type, j.id, j.status));
+    if let Some(event) = last {
+        crate::forge::progress(&ctx.config, &ctx.store, doc, &event, false).await;
+    }
+    None
 }

@@ -98,6 +98,7 @@ fn list_bench(bins: &Bins, out: &mut String) {
                 independent: true,
                 start: None,
                 budget: None,
+                forge: None,
             };
             c.call(req).await.expect("create");
         }
@@ -178,6 +179,7 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 independent: true,
                 start: None,
                 budget: None,
+                forge: None,
             };
             let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
             let insert = api::InsertJobs {
@@ -249,6 +251,7 @@ fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
                     context: None,
                 }),
                 budget: None,
+                forge: None,
             };
             let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
             ids.push(doc.id);

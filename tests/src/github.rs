@@ -1,0 +1,245 @@
+//! A scripted GitHub REST endpoint on 127.0.0.1, owned by the test: the calls wf makes (issue
+//! read, pull request lookup and create, issue comment create and edit), answered the way
+//! GitHub answers them, with every request recorded for the test to count.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `POST`, `PATCH`.
+    pub method: String,
+    /// The path with its query.
+    pub path: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The JSON body, if any.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    issues: HashMap<u64, Value>,
+    pulls: Vec<Value>,
+    comments: HashMap<u64, Value>,
+    next_comment: u64,
+    requests: Vec<Request>,
+}
+
+/// The server; it stops when dropped (the listener thread ends with the process's next
+/// connection, which `drop` makes).
+pub struct FakeGitHub {
+    port: u16,
+    repo: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeGitHub {
+    /// Starts the server for repository `repo` (`owner/name`).
+    pub fn start(repo: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake GitHub");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(State {
+            next_comment: 1000,
+            ..State::default()
+        }));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, stopping, repo_name) = (state.clone(), stop.clone(), repo.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let (st, repo) = (st.clone(), repo_name.clone());
+                    std::thread::spawn(move || serve(conn, &st, &repo));
+                }
+            }
+        });
+        Self {
+            port,
+            repo: repo.to_string(),
+            state,
+            stop,
+        }
+    }
+
+    /// The API base URL (what `forge.apiUrl` is set to).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Adds issue `number`.
+    pub fn add_issue(&self, number: u64, title: &str, body: &str, labels: &[&str]) {
+        let issue = json!({
+            "number": number, "title": title, "body": body, "state": "open",
+            "html_url": format!("https://github.com/{}/issues/{number}", self.repo),
+            "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
+        });
+        self.state.lock().unwrap().issues.insert(number, issue);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The pull requests created.
+    pub fn pulls(&self) -> Vec<Value> {
+        self.state.lock().unwrap().pulls.clone()
+    }
+
+    /// The issue comments, by id.
+    pub fn comments(&self) -> HashMap<u64, Value> {
+        self.state.lock().unwrap().comments.clone()
+    }
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Why: wakes the accept loop so that it sees the stop flag; failure means it is gone.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(conn: TcpStream, state: &Mutex<State>, repo: &str) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || line.is_empty() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let (mut length, mut authorization) = (0usize, None);
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = v.trim().parse().unwrap_or(0),
+            "authorization" => authorization = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, answer) = {
+        let mut st = state.lock().unwrap();
+        st.requests.push(Request {
+            method: method.clone(),
+            path: path.clone(),
+            authorization: authorization.clone(),
+            body: body.clone(),
+        });
+        if authorization.as_deref() != Some("Bearer test-token") {
+            (401, json!({"message": "Bad credentials"}))
+        } else {
+            route(&mut st, repo, &method, &path, &body)
+        }
+    };
+    let text = answer.to_string();
+    let reason = match status {
+        200 => "OK",
+        201 => "Created",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Unprocessable Entity",
+    };
+    let mut conn = conn;
+    // Why: a client that hung up needs no answer.
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let prefix = format!("/repos/{repo}");
+    let Some(rest) = path.strip_prefix(&prefix) else {
+        return (404, json!({"message": "Not Found"}));
+    };
+    let (route, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        ("GET", [""]) => (200, json!({"full_name": repo, "default_branch": "main"})),
+        ("GET", ["issues", n]) => match n.parse().ok().and_then(|n: u64| st.issues.get(&n)) {
+            Some(issue) => (200, issue.clone()),
+            None => (404, json!({"message": "Not Found"})),
+        },
+        ("GET", ["pulls"]) => {
+            let head = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("head="))
+                .map(|h| h.replace("%2F", "/").replace("%3A", ":"));
+            let found: Vec<Value> = st
+                .pulls
+                .iter()
+                .filter(|p| head.as_deref().is_none_or(|h| p["head"]["label"] == h))
+                .cloned()
+                .collect();
+            (200, Value::Array(found))
+        }
+        ("POST", ["pulls"]) => {
+            let head = body["head"].as_str().unwrap_or("");
+            let label = if head.contains(':') {
+                head.to_string()
+            } else {
+                format!("{}:{head}", repo.split('/').next().unwrap_or(""))
+            };
+            if st
+                .pulls
+                .iter()
+                .any(|p| p["head"]["label"] == label.as_str())
+            {
+                return (
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom",
+                        "message": format!("A pull request already exists for {label}.")}]}),
+                );
+            }
+            let number = 100 + st.pulls.len() as u64;
+            let pr = json!({
+                "number": number,
+                "html_url": format!("https://github.com/{repo}/pull/{number}"),
+                "title": body["title"], "body": body["body"], "draft": body["draft"],
+                "state": "open",
+                "head": {"ref": head, "label": label}, "base": {"ref": body["base"]},
+            });
+            st.pulls.push(pr.clone());
+            (201, pr)
+        }
+        ("POST", ["issues", _, "comments"]) => {
+            st.next_comment += 1;
+            let id = st.next_comment;
+            let comment = json!({"id": id, "body": body["body"]});
+            st.comments.insert(id, comment.clone());
+            (201, comment)
+        }
+        ("PATCH", ["issues", "comments", id]) => {
+            match id.parse().ok().and_then(|id: u64| st.comments.get_mut(&id)) {
+                Some(c) => {
+                    c["body"] = body["body"].clone();
+                    (200, c.clone())
+                }
+                None => (404, json!({"message": "Not Found"})),
+            }
+        }
+        _ => (404, json!({"message": "Not Found"})),
+    }
+}
