@@ -421,12 +421,15 @@ fn queue_row(e: &QueueEntry, now: Millis) -> Vec<Cell> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let next = e
+    let mut next = e
         .next
         .iter()
         .map(|n| format!("{} {}", n.job_type, n.job_id))
         .collect::<Vec<_>>()
         .join("\n");
+    if let Some(ws) = &e.workspace {
+        next.push_str(&format!("\n(on {}, worktree on {})", ws.branch, ws.host));
+    }
     let waiting = match (&e.waiting_until, &e.blocked_reason) {
         (_, Some(reason)) => one_line(reason, 40),
         (Some(at), None) => format!("retry in {}", duration(at.saturating_sub(now))),

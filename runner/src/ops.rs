@@ -658,6 +658,10 @@ pub struct QueueEntry {
     pub waiting_until: Option<Millis>,
     /// Why it is blocked.
     pub blocked_reason: Option<String>,
+    /// Its branch and the machine holding its worktree (with no remote to fetch the branch
+    /// from, only a runner there runs it).
+    #[serde(default)]
+    pub workspace: Option<wf_core::model::Workspace>,
 }
 
 /// A running job in [`QueueEntry`].
@@ -744,6 +748,7 @@ pub fn queue_view(mut docs: Vec<Assignment>) -> QueueView {
                 next,
                 waiting_until,
                 blocked_reason: d.blocked_reason.clone(),
+                workspace: d.workspace.clone(),
             }
         })
         .collect();

@@ -226,6 +226,40 @@ pub async fn ensure_present(repo: &Repo, ws: &Workspace) -> Result<PathBuf, GitE
     Ok(path)
 }
 
+/// Checks out branch `branch` of `remote` as a new worktree for assignment `aid` (its work
+/// was done on another machine, which pushed it): fetched into the local branch, which is
+/// created or moved to the remote's commit.
+pub async fn adopt(
+    config: &WorkspaceConfig,
+    repo: &Repo,
+    aid: &str,
+    remote: &str,
+    branch: &str,
+) -> Result<PathBuf, GitError> {
+    let _lock = admin_lock(repo).await?;
+    let path = config.root.join(aid);
+    exclude_root(config, repo);
+    git(
+        &repo.top,
+        &[
+            "fetch",
+            "-q",
+            remote,
+            &format!("+refs/heads/{branch}:refs/heads/{branch}"),
+        ],
+    )
+    .await?;
+    git(&repo.top, &["worktree", "prune"]).await?;
+    if !path.join(".git").exists() {
+        git(
+            &repo.top,
+            &["worktree", "add", "-q", &path.display().to_string(), branch],
+        )
+        .await?;
+    }
+    Ok(path)
+}
+
 /// The commit checked out in `dir`.
 pub async fn head(dir: &Path) -> Result<String, GitError> {
     git(dir, &["rev-parse", "HEAD"]).await

@@ -657,3 +657,83 @@ fn a_retried_insert_after_a_lost_acknowledgement_inserts_once() {
         started.elapsed(),
     );
 }
+
+/// Two machines' runners, each with its own clone of one bare repository, on one NATS: the
+/// first runs the plan job (its commit pushed), then is killed with -9; the second takes the
+/// assignment over, fetches the branch into a worktree of its own clone, and the implement job
+/// builds on the plan job's commit.
+// Long: one scenario across two clones, asserted against git on both sides.
+#[test]
+fn the_next_job_continues_the_branch_on_another_machine() {
+    let server = NatsServer::start(&nats_server());
+    let mut env = nats_env(&server.url(), "machines", json!({}), json!({}));
+    env.git_init();
+    let origin = env.dir().join("origin.git");
+    let origin_s = origin.display().to_string();
+    wf_tests::git(
+        env.dir(),
+        &["init", "-q", "--bare", "-b", "main", &origin_s],
+    );
+    wf_tests::git(&env.root, &["remote", "add", "origin", &origin_s]);
+    wf_tests::git(&env.root, &["push", "-q", "origin", "main"]);
+    let clone_b = env.dir().join("machine-b");
+    wf_tests::git(
+        env.dir(),
+        &["clone", "-q", &origin_s, &clone_b.display().to_string()],
+    );
+    std::fs::create_dir_all(clone_b.join(".wf")).unwrap();
+    let config_b = clone_b.join(".wf/config.json");
+    std::fs::write(&config_b, env.config().to_string()).unwrap();
+    let records = env.work_path("records");
+    let script = json!({
+        "plan": [{"init": true}, {"writeFile": {"path": "PLAN.md", "content": "1. do it\n"}}, {"result": "planned"}],
+        // The first PM run is cut short by the kill; the others decide after a short think.
+        "pm": [{"init": true}, {"record": records}, {"sleepMs": 1500}, {"decide": {
+            "plan": ["insert-job", "--type", "implement", "--context", "do the plan"],
+            "implement": ["update-assignment", "--status", "complete"]}}, {"result": "decided"}],
+        "implement": [{"init": true}, {"record": records},
+                      {"writeFile": {"path": "DONE.md", "content": "done\n"}}, {"result": "implemented"}]
+    });
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+    env.start_runner();
+    let started = Instant::now();
+    let aid = env.create_started("Across machines", 1, "plan").remove(0);
+    // The PM after the plan job has started on machine A: the plan's commit is pushed.
+    env.wait_records("records", 1, LONG);
+    let plan = env.assignment(&aid).jobs[0].clone();
+    let plan_commit = plan.commits.clone().expect("the plan job's commits").end;
+    let branch = format!("wf/{aid}");
+    let pushed = wf_tests::git(&env.root, &["ls-remote", "--heads", "origin", &branch]);
+    assert!(pushed.starts_with(&plan_commit), "{pushed}");
+    env.signal_runner(libc::SIGKILL);
+    env.start_runner_sharing(1, Some(&config_b), true);
+    let doc = env.wait_for(&aid, LONG, complete);
+    let took = started.elapsed();
+    let ws = doc.workspace.clone().unwrap();
+    assert!(
+        std::path::Path::new(&ws.path).starts_with(&clone_b),
+        "the worktree did not move to machine B: {ws:?}"
+    );
+    let implement = doc
+        .jobs
+        .iter()
+        .find(|j| j.job_type == JobType::Implement)
+        .expect("an implement job");
+    let commits = implement.commits.clone().unwrap();
+    // The implement job started from the plan's commit and built on it.
+    assert_eq!(commits.start, plan_commit, "{doc:#?}");
+    let wt = std::path::Path::new(&ws.path);
+    assert_eq!(wf_tests::git(wt, &["rev-parse", "HEAD~1"]), plan_commit);
+    assert_eq!(wf_tests::git(wt, &["show", "HEAD:PLAN.md"]), "1. do it");
+    assert_eq!(wf_tests::git(wt, &["show", "HEAD:DONE.md"]), "done");
+    let on_origin = wf_tests::git(&env.root, &["ls-remote", "--heads", "origin", &branch]);
+    assert!(on_origin.starts_with(&commits.end), "{on_origin}");
+    record_reliability(
+        "the_next_job_continues_the_branch_on_another_machine",
+        "NATS: runner A (clone A) runs the plan job and is killed with -9 during the PM; runner B has its own clone of the same bare origin",
+        "the branch is pushed after every job; B takes the lease over, fetches the branch into a worktree of its clone, records the move, and the chain continues",
+        1,
+        "nothing: the implement job on B starts from the plan job's commit and its commit is pushed",
+        took,
+    );
+}

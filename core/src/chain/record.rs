@@ -269,6 +269,31 @@ pub fn block_unit(
     Ok(())
 }
 
+/// Moves the assignment's workspace to `workspace` (the same branch, checked out on the
+/// machine of the runner holding `epoch`, which fetched it from the remote).
+pub fn move_workspace(
+    doc: &mut Assignment,
+    epoch: u64,
+    workspace: &crate::model::Workspace,
+    now: Millis,
+) -> Result<(), ChainError> {
+    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
+        return Err(ChainError::Fenced(epoch));
+    }
+    match &doc.workspace {
+        Some(old) if old.branch == workspace.branch => {}
+        _ => {
+            return Err(ChainError::Invalid(format!(
+                "assignment {} has no workspace on branch {}",
+                doc.id, workspace.branch
+            )))
+        }
+    }
+    doc.workspace = Some(workspace.clone());
+    doc.updated_at = now;
+    Ok(())
+}
+
 /// Records the workspace the runner holding `epoch` created for the assignment. Refuses when
 /// the lease moved on, or a workspace is already recorded.
 pub fn attach_workspace(

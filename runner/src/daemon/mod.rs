@@ -58,6 +58,8 @@ struct Ctx {
     repo: Option<crate::workspace::Repo>,
     /// Where units run: a worktree per assignment, or `workdir`.
     workspace_mode: wf_core::config::WorkspaceMode,
+    /// The remote branches are pushed to and fetched from, if the repository has it.
+    remote: Option<String>,
 }
 
 impl Ctx {
@@ -93,7 +95,11 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
             config.workdir.display()
         );
     }
-    tracing::info!(mode = ?workspace_mode, repo = ?repo.as_ref().map(|r| &r.top), "workspaces");
+    let remote = match &repo {
+        Some(r) => crate::workspace::remote(&config.workspace, r).await,
+        None => None,
+    };
+    tracing::info!(mode = ?workspace_mode, repo = ?repo.as_ref().map(|r| &r.top), ?remote, "workspaces");
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         config: config.clone(),
@@ -105,6 +111,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         running_as_root: env::running_as_root(),
         repo,
         workspace_mode,
+        remote,
     });
     let server_stop = CancellationToken::new();
     let queue = startup::listen(&ctx, server_stop.clone()).await?;

@@ -385,6 +385,18 @@ impl Scheduler {
         token: Option<Token>,
     ) -> Result<bool, wf_store::StoreError> {
         let (ctx, exclusive) = (self.ctx.clone(), self.exclusive);
+        if self
+            .cache
+            .get(aid)
+            .is_some_and(|d| !super::work::runs_here(&ctx, d))
+        {
+            // Its worktree is on another machine and there is no remote to fetch it from.
+            tracing::debug!(assignment = %aid, "not claiming: its worktree is elsewhere");
+            if let Some(token) = token {
+                token.release(Some(ctx.config.lease)).await;
+            }
+            return Ok(false);
+        }
         if let Some(detail) = self.cache.get(aid).and_then(|d| near_full(d, &ctx.store)) {
             return self.make_room_or_block(aid, token, &detail).await;
         }

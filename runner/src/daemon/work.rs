@@ -59,13 +59,8 @@ pub(super) async fn prepare(ctx: &Ctx, doc: &Assignment, epoch: u64) -> Result<P
         ));
     };
     let ws = match &doc.workspace {
-        Some(ws) if ws.host != ctx.host => {
-            return Err(format!(
-                "the assignment's worktree {} is on {}, not on {}; without a pushed branch it cannot move",
-                ws.path, ws.host, ctx.host
-            ));
-        }
-        Some(ws) => ws.clone(),
+        Some(ws) if is_here(ctx, ws) => ws.clone(),
+        Some(ws) => adopt(ctx, &repo, doc, epoch, ws).await?,
         None => create(ctx, &repo, doc, epoch).await?,
     };
     let dir = workspace::ensure_present(&repo, &ws)
@@ -88,6 +83,55 @@ pub(super) async fn prepare(ctx: &Ctx, doc: &Assignment, epoch: u64) -> Result<P
         dir,
         worktree: Some((repo, ws)),
     })
+}
+
+/// Whether `ws` is a worktree of this runner's repository.
+fn is_here(ctx: &Ctx, ws: &Workspace) -> bool {
+    ws.host == ctx.host && Path::new(&ws.path).starts_with(&ctx.config.workspace.root)
+}
+
+/// Whether this runner can run `doc`'s next unit: its workspace is here, or it can fetch the
+/// branch from the remote. Without a remote an assignment stays where its worktree is.
+pub(super) fn runs_here(ctx: &Ctx, doc: &Assignment) -> bool {
+    match &doc.workspace {
+        Some(ws) if ctx.workspace_mode == WorkspaceMode::Worktree => {
+            is_here(ctx, ws) || ctx.remote.is_some()
+        }
+        _ => true,
+    }
+}
+
+/// Continues on this machine an assignment whose worktree is elsewhere: fetches its branch
+/// (pushed after every job there) and records the new worktree.
+async fn adopt(
+    ctx: &Ctx,
+    repo: &Repo,
+    doc: &Assignment,
+    epoch: u64,
+    ws: &Workspace,
+) -> Result<Workspace, String> {
+    let Some(remote) = &ctx.remote else {
+        return Err(format!(
+            "the assignment's worktree is {} on {}; this repository has no remote to fetch its branch {} from",
+            ws.path, ws.host, ws.branch
+        ));
+    };
+    let path = workspace::adopt(&ctx.config.workspace, repo, &doc.id, remote, &ws.branch)
+        .await
+        .map_err(|e| format!("cannot fetch branch {} from {remote}: {e}", ws.branch))?;
+    let moved = Workspace {
+        path: path.display().to_string(),
+        host: ctx.host.clone(),
+        ..ws.clone()
+    };
+    ctx.store
+        .update(&doc.id, |d| {
+            chain::move_workspace(d, epoch, &moved, now_ms())
+        })
+        .await
+        .map_err(|e| format!("cannot record the worktree {}: {e}", moved.path))?;
+    tracing::info!(assignment = %doc.id, branch = %ws.branch, from = %ws.host, path = %moved.path, "continuing the assignment's branch here");
+    Ok(moved)
 }
 
 fn leftovers_message(doc: &Assignment) -> String {
