@@ -80,6 +80,9 @@ pub(crate) enum StoreCommand {
     Gc(GcArgs),
     /// Show an assignment's pull request, or push its branch and open one (never a second).
     Pr(PrArgs),
+    /// Stop an assignment; with --last/--to take its branch back before some jobs; with
+    /// --hard delete its worktree and branch and close its pull request.
+    Rollback(RollbackArgs),
 }
 
 /// The arguments of `wf create`.
@@ -256,6 +259,27 @@ pub(crate) struct WorkspacesArgs {
 pub(crate) struct PrArgs {
     /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
     pub(crate) assignment: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf rollback`.
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
+    /// Undo the last N jobs that changed the branch (the old head stays under refs/wf/).
+    #[arg(long, value_name = "N", conflicts_with_all = ["to", "hard"])]
+    pub(crate) last: Option<u32>,
+    /// Undo this job and every job after it.
+    #[arg(long, value_name = "JOB", conflicts_with = "hard")]
+    pub(crate) to: Option<String>,
+    /// Delete the worktree and the branch, and close the open pull request.
+    #[arg(long)]
+    pub(crate) hard: bool,
+    /// Go ahead even when it loses uncommitted or unpushed work, or rewrites a pushed branch.
+    #[arg(long)]
+    pub(crate) force: bool,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

@@ -54,6 +54,8 @@ pub enum Request {
     CheckStore(CheckStore),
     /// `wf pr`: push the branch and open (or find) the assignment's pull request.
     OpenPullRequest(OpenPullRequest),
+    /// `wf rollback`.
+    Rollback(crate::rollback::RollbackRequest),
 }
 
 /// What a request needs to be executed: the store, the configuration requests are interpreted
@@ -179,6 +181,19 @@ request_types! {
     OpenPullRequest {
         /// Id or prefix.
         assignment: String,
+    }
+}
+
+impl From<crate::rollback::RollbackRequest> for Request {
+    fn from(r: crate::rollback::RollbackRequest) -> Request {
+        Request::Rollback(r)
+    }
+}
+
+impl Call for crate::rollback::RollbackRequest {
+    type Output = crate::rollback::RollbackReport;
+    async fn execute(self, x: Exec<'_>) -> Result<Self::Output, OpError> {
+        crate::rollback::rollback(x.store, x.config, &self, x.runner).await
     }
 }
 
@@ -414,6 +429,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::Watch(r) => answer(exec, id, r).await,
         Request::CheckStore(r) => answer(exec, id, r).await,
         Request::OpenPullRequest(r) => answer(exec, id, r).await,
+        Request::Rollback(r) => answer(exec, id, r).await,
     }
 }
 

@@ -245,6 +245,18 @@ impl GitHub {
         }
     }
 
+    /// Closes pull request `number`.
+    pub async fn close_pr(&self, number: u64) -> Result<(), ForgeError> {
+        let path = format!("/repos/{}/pulls/{number}", self.repo);
+        self.call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"state": "closed"})),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Adds a comment to issue `number`; returns its id.
     pub async fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
         let path = format!("/repos/{}/issues/{number}/comments", self.repo);
@@ -264,6 +276,10 @@ impl GitHub {
             .await
             .map(drop)
     }
+}
+
+fn not_here(path: &str) -> String {
+    format!("the worktree {path} is not on this machine")
 }
 
 /// The repository's `owner/repo`: the configured one, else the remote's URL's.
@@ -288,9 +304,13 @@ pub async fn deliver(config: &Config, store: &Store, aid: &str) -> Result<PullRe
     let ws = doc.workspace.clone().ok_or_else(|| {
         format!("assignment {aid} has no workspace (worktree mode), so no branch to propose")
     })?;
-    let repo = workspace::find_repo(Path::new(&ws.path))
+    if !Path::new(&ws.path).exists() {
+        return Err(not_here(&ws.path));
+    }
+    // The main checkout's repository (a worktree's own top is the worktree).
+    let repo = workspace::find_repo(&config.workdir)
         .await
-        .ok_or_else(|| format!("the worktree {} is not on this machine", ws.path))?;
+        .ok_or_else(|| not_here(&ws.path))?;
     let name = match doc.forge.as_ref().map(|f| f.repo.clone()) {
         Some(n) => n,
         None => repo_name(config, Some(&repo))

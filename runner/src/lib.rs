@@ -12,7 +12,8 @@
 //!   dead runners; [`random`]: fresh ids; [`env`](mod@env): host name,
 //!   where `wf` is, and the agents' environment.
 //! - [`workspace`]: worktrees, branches and the runner's commits; [`git`]: git through the
-//!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST).
+//!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST);
+//!   [`rollback`]: `wf rollback`.
 //! - [`main_impl`]: the `wf-runner` binary.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod paths;
 pub mod process;
 pub mod random;
 pub mod reaper;
+pub mod rollback;
 pub mod server;
 pub mod workspace;
 

@@ -557,3 +557,84 @@ fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
         took,
     );
 }
+
+/// `wf rollback --last 1` takes the branch back to before the last job that changed it (the
+/// old head stays reachable, the decision reaches the next PM) and refuses a dirty worktree
+/// without --force; `--hard` refuses to delete unpushed work without --force, then deletes
+/// the worktree and the branch while `refs/wf/…` keep every job's commit.
+// Long: rollback's three forms and their refusals, in sequence on one assignment.
+#[test]
+fn rollback_last_and_hard_do_what_they_say_and_keep_unpushed_work_without_force() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.git_init();
+    script(
+        &env,
+        json!({
+            "plan": [{"init": true}, {"writeFile": {"path": "PLAN.md", "content": "plan\n"}}, {"result": "planned"}],
+            "implement": [{"init": true}, {"writeFile": {"path": "CODE.md", "content": "code\n"}}, {"result": "done"}],
+            "pm": [{"init": true}, {"decide": {
+                "plan": ["insert-job", "--type", "implement"],
+                "implement": ["update-assignment", "--status", "complete"]}}, {"result": "decided"}]
+        }),
+    );
+    env.start_runner();
+    let aid = env.create_started("roll me back", 1, "plan").remove(0);
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.status == AssignmentStatus::Complete && d.lease.is_none()
+    });
+    let ws = doc.workspace.clone().unwrap();
+    let wt = std::path::Path::new(&ws.path);
+    let plan_end = doc.jobs[0].commits.clone().unwrap().end;
+    let implement = doc
+        .jobs
+        .iter()
+        .find(|j| j.job_type == wf_core::model::JobType::Implement)
+        .unwrap();
+    let old_head = implement.commits.clone().unwrap().end;
+    assert_eq!(git(wt, &["rev-parse", "HEAD"]), old_head);
+
+    // A dirty worktree is not reset without --force.
+    std::fs::write(wt.join("scratch.txt"), "mine\n").unwrap();
+    let out = env.wf(&["rollback", &aid, "--last", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 uncommitted paths"));
+    assert_eq!(git(wt, &["rev-parse", "HEAD"]), old_head);
+    std::fs::remove_file(wt.join("scratch.txt")).unwrap();
+
+    let report = env.wf_json(&["rollback", &aid, "--last", "1"]);
+    assert_eq!(report["resetTo"], plan_end.as_str(), "{report}");
+    assert_eq!(git(wt, &["rev-parse", "HEAD"]), plan_end);
+    assert!(!wt.join("CODE.md").exists());
+    let saved = report["savedRef"].as_str().unwrap();
+    assert_eq!(
+        git(&env.root, &["rev-parse", saved]),
+        old_head,
+        "the undone commit is kept"
+    );
+    let doc = env.assignment(&aid);
+    assert!(
+        doc.decisions
+            .contains(&format!("implement {} undone", implement.id)),
+        "{}",
+        doc.decisions
+    );
+    assert_eq!(doc.status, AssignmentStatus::Complete);
+
+    // --hard refuses to delete commits that exist nowhere else, then does it with --force.
+    let out = env.wf(&["rollback", &aid, "--hard"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither pushed nor merged"));
+    assert!(wt.exists());
+    env.wf_ok(&["rollback", &aid, "--hard", "--force"]);
+    assert!(!wt.exists());
+    let branches = git(&env.root, &["branch", "--list", &ws.branch]);
+    assert_eq!(branches, "", "the branch is deleted");
+    let job_ref = format!("refs/wf/{aid}/{}", implement.id);
+    assert_eq!(
+        git(&env.root, &["rev-parse", &job_ref]),
+        old_head,
+        "the job's ref keeps its commit"
+    );
+    assert!(env.assignment(&aid).workspace.is_none());
+    assert_eq!(git(&env.root, &["status", "--porcelain"]), "");
+}

@@ -62,6 +62,7 @@ pub(crate) async fn run(
         StoreCommand::Workspaces(args) => workspaces::list(backend, config, args).await,
         StoreCommand::Gc(args) => workspaces::gc(backend, config, args).await,
         StoreCommand::Pr(args) => workspaces::pr(backend, config, args).await,
+        StoreCommand::Rollback(args) => workspaces::rollback(backend, args).await,
     }
 }
 

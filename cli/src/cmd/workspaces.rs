@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::args::{GcArgs, PrArgs, WorkspacesArgs};
+use crate::args::{GcArgs, PrArgs, RollbackArgs, WorkspacesArgs};
 use wf_core::config::Config;
 use wf_runner::workspace::{self, Repo, WorktreeState};
 
@@ -161,5 +161,21 @@ pub(crate) async fn pr(backend: &mut Backend, _config: &Config, args: PrArgs) ->
             ""
         }
     );
+    Ok(())
+}
+
+pub(crate) async fn rollback(backend: &mut Backend, args: RollbackArgs) -> Result<()> {
+    let req = wf_runner::rollback::RollbackRequest {
+        assignment: assignment_arg(args.assignment.as_ref())?,
+        last: args.last,
+        to: args.to,
+        hard: args.hard,
+        force: args.force,
+    };
+    let report = call(backend, req).await?;
+    if args.json.json {
+        return print_json(&report);
+    }
+    outln!("{}: {}", report.assignment, report.done);
     Ok(())
 }

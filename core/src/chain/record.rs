@@ -294,6 +294,40 @@ pub fn move_workspace(
     Ok(())
 }
 
+/// After a human's rollback: the assignment is stopped (blocked, with `reason`, unless it is
+/// complete), `decision` is appended to its decisions for the next PM, and, when the worktree
+/// is gone, so is its record. Refuses while a unit runs under a live lease.
+pub fn record_rollback(
+    doc: &mut Assignment,
+    decision: &str,
+    reason: &str,
+    workspace_removed: bool,
+    now: Millis,
+) -> Result<(), ChainError> {
+    if doc.lease.as_ref().is_some_and(|l| l.expires_at > now) {
+        return Err(ChainError::Invalid(format!(
+            "a job of assignment {} is running; stop it first with `wf rollback {}` (no flags) or `wf cancel`",
+            doc.id, doc.id
+        )));
+    }
+    if !decision.is_empty() {
+        if !doc.decisions.is_empty() && !doc.decisions.ends_with('\n') {
+            doc.decisions.push('\n');
+        }
+        doc.decisions.push_str(decision);
+        super::update::fold_memory(&mut doc.decisions);
+    }
+    if doc.status != AssignmentStatus::Complete {
+        doc.status = AssignmentStatus::Blocked;
+        doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    }
+    if workspace_removed {
+        doc.workspace = None;
+    }
+    doc.updated_at = now;
+    Ok(())
+}
+
 /// Records the workspace the runner holding `epoch` created for the assignment. Refuses when
 /// the lease moved on, or a workspace is already recorded.
 pub fn attach_workspace(

@@ -88,6 +88,11 @@ fn merge_memory(current: &mut String, text: &str, caller: Caller<'_>) {
     }
 }
 
+/// Keeps an artifacts or decisions text within [`MAX_MEMORY_TEXT`] (see [`fold`]).
+pub(super) fn fold_memory(text: &mut String) {
+    fold(text, MAX_MEMORY_TEXT);
+}
+
 /// The marker that replaces the oldest lines of a memory text grown past its cap.
 pub const FOLDED: &str = "[… earlier lines folded to keep the assignment small …]";
 
