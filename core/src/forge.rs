@@ -225,6 +225,74 @@ mod tests {
     }
 
     #[test]
+    fn the_pr_body_starts_with_fixes_and_ends_with_the_runners_verification() {
+        use crate::model::{CheckResult, ForgeLink, JobStatus, JobType, TestCounts};
+        let mut doc = crate::chain::new_assignment("a1".into(), "ns", "Fix it".into(), 10, true, 1);
+        doc.forge = Some(ForgeLink {
+            repo: "o/r".into(),
+            issue: Some(IssueRef {
+                number: 7,
+                title: "Crash on empty input".into(),
+                url: "u".into(),
+                labels: vec![],
+            }),
+            pull_request: None,
+            progress_comment: None,
+        });
+        let check = |name: &str, passed: bool, required: bool| CheckResult {
+            name: name.into(),
+            command: "c".into(),
+            required,
+            passed,
+            exit_code: Some(if passed { 0 } else { 1 }),
+            timed_out: false,
+            counts: Some(TestCounts {
+                passed: 42,
+                failed: u64::from(!passed),
+                skipped: 0,
+            }),
+            duration_ms: 1,
+            output_tail: String::new(),
+            commit: None,
+        };
+        crate::chain::insert_jobs(
+            &mut doc,
+            &[crate::chain::NewJob {
+                id: "j1".into(),
+                job_type: JobType::Implement,
+                harness: "claude".into(),
+                model: None,
+                has_context: false,
+                context_hash: None,
+            }],
+            None,
+            &crate::chain::Position::End,
+            crate::chain::Caller::Human,
+            None,
+            2,
+        )
+        .unwrap();
+        doc.jobs[0].status = JobStatus::Complete;
+        doc.jobs[0].checks = vec![check("Tests", true, true), check("Lint", false, false)];
+        let body = pr_body(&doc, &["wf: implement job j1 (complete)".into()]);
+        assert!(body.starts_with("Fixes #7\n"), "{body}");
+        assert!(body.contains("- wf: implement job j1 (complete)"), "{body}");
+        assert!(
+            body.contains("## Verification\n\n✅ Tests: 42 passed, 0 failed\n❌ Lint (optional): 42 passed, 1 failed\n"),
+            "{body}"
+        );
+        assert_eq!(pr_title(&doc), "Crash on empty input");
+        // Only a required failure makes a draft.
+        assert!(!is_draft(&doc));
+        doc.jobs[0].checks[0] = check("Tests", false, true);
+        assert!(is_draft(&doc));
+        // Bodies stay under GitHub's limit.
+        doc.north_star = "x".repeat(100);
+        let many: Vec<String> = (0..20_000).map(|i| format!("commit {i}")).collect();
+        assert!(pr_body(&doc, &many).chars().count() <= MAX_BODY);
+    }
+
+    #[test]
     fn bugs_get_fix_branches_and_the_rest_feature_branches() {
         let mut issue = IssueRef {
             number: 7,

@@ -278,10 +278,6 @@ impl GitHub {
     }
 }
 
-fn not_here(path: &str) -> String {
-    format!("the worktree {path} is not on this machine")
-}
-
 /// The repository's `owner/repo`: the configured one, else the remote's URL's.
 pub async fn repo_name(config: &Config, repo: Option<&Repo>) -> Option<String> {
     if let Some(r) = &config.forge.repo {
@@ -304,13 +300,7 @@ pub async fn deliver(config: &Config, store: &Store, aid: &str) -> Result<PullRe
     let ws = doc.workspace.clone().ok_or_else(|| {
         format!("assignment {aid} has no workspace (worktree mode), so no branch to propose")
     })?;
-    if !Path::new(&ws.path).exists() {
-        return Err(not_here(&ws.path));
-    }
-    // The main checkout's repository (a worktree's own top is the worktree).
-    let repo = workspace::find_repo(&config.workdir)
-        .await
-        .ok_or_else(|| not_here(&ws.path))?;
+    let repo = workspace::main_repo(&config.workdir, &ws).await?;
     let name = match doc.forge.as_ref().map(|f| f.repo.clone()) {
         Some(n) => n,
         None => repo_name(config, Some(&repo))

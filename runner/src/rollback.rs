@@ -57,10 +57,6 @@ fn invalid(msg: impl Into<String>) -> OpError {
     OpError::Invalid(msg.into())
 }
 
-fn not_here(path: &str) -> OpError {
-    invalid(format!("the worktree {path} is not on this machine"))
-}
-
 fn git_err(e: crate::git::GitError) -> OpError {
     OpError::Invalid(e.to_string())
 }
@@ -96,13 +92,9 @@ pub async fn rollback(
             doc.id
         ))
     })?;
-    if !Path::new(&ws.path).exists() {
-        return Err(not_here(&ws.path));
-    }
-    // The main checkout's repository (a worktree's own top is the worktree).
-    let repo = workspace::find_repo(&config.workdir)
+    let repo = workspace::main_repo(&config.workdir, &ws)
         .await
-        .ok_or_else(|| not_here(&ws.path))?;
+        .map_err(OpError::Invalid)?;
     let dir = Path::new(&ws.path);
     let dirty = workspace::dirty_paths(dir).await.map_err(git_err)?;
     if dirty > 0 && !req.force {

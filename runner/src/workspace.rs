@@ -285,13 +285,7 @@ pub async fn commit_all(
             })
         }
     }
-    let mut args: Vec<String> = Vec::new();
-    // An identity only where the user has none (a fresh CI machine).
-    for (key, fallback) in [("user.name", "wf"), ("user.email", "wf@localhost")] {
-        if git(dir, &["config", key]).await.is_err() {
-            args.extend(["-c".into(), format!("{key}={fallback}")]);
-        }
-    }
+    let mut args = identity_args(dir).await;
     args.extend(
         [
             "commit",
@@ -306,6 +300,28 @@ pub async fn commit_all(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     git(dir, &args).await?;
     head(dir).await.map(Some)
+}
+
+/// `-c user.name=… -c user.email=…` for the runner's commits, only where the user has no
+/// identity configured (a fresh CI machine).
+async fn identity_args(dir: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for (key, fallback) in [("user.name", "wf"), ("user.email", "wf@localhost")] {
+        if git(dir, &["config", key]).await.is_err() {
+            args.extend(["-c".to_string(), format!("{key}={fallback}")]);
+        }
+    }
+    args
+}
+
+/// The main checkout's repository of workspace `ws`, when the worktree is on this machine (a
+/// worktree's own top is the worktree, so the repository comes from the config's `workdir`).
+pub async fn main_repo(workdir: &Path, ws: &Workspace) -> Result<Repo, String> {
+    let not_here = || format!("the worktree {} is not on this machine", ws.path);
+    if !Path::new(&ws.path).exists() {
+        return Err(not_here());
+    }
+    find_repo(workdir).await.ok_or_else(not_here)
 }
 
 /// Points `refs/wf/<aid>/<job>` at `commit`, so the job's work stays reachable whatever
@@ -490,4 +506,95 @@ pub async fn remove(repo: &Repo, path: &str) -> Result<(), GitError> {
     let _lock = admin_lock(repo).await?;
     git(&repo.top, &["worktree", "remove", path]).await?;
     Ok(())
+}
+
+/// A worktree of its own for job `job` of a parallel group, on branch `<parent>.<job>` cut
+/// from the assignment branch's current commit (re-used when an earlier attempt made it).
+pub async fn create_sub(
+    config: &WorkspaceConfig,
+    repo: &Repo,
+    parent: &Workspace,
+    job: &str,
+) -> Result<Workspace, GitError> {
+    let _lock = admin_lock(repo).await?;
+    let branch = format!("{}.{job}", parent.branch);
+    let path = config.root.join(format!(
+        "{}.{job}",
+        Path::new(&parent.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    if !path.join(".git").exists() {
+        git(&repo.top, &["worktree", "prune"]).await?;
+        let p = path.display().to_string();
+        if has_ref(&repo.top, &format!("refs/heads/{branch}")).await {
+            git(&repo.top, &["worktree", "add", "-q", &p, &branch]).await?;
+        } else {
+            let head = head(Path::new(&parent.path)).await?;
+            git(
+                &repo.top,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--no-track",
+                    "-b",
+                    &branch,
+                    &p,
+                    &head,
+                ],
+            )
+            .await?;
+        }
+    }
+    Ok(Workspace {
+        branch,
+        path: path.display().to_string(),
+        ..parent.clone()
+    })
+}
+
+/// Merges branch `sub` into the worktree `dir` (no fast-forward, hooks skipped). On a
+/// conflict the merge is undone and the conflicting paths are returned.
+pub async fn merge(
+    repo: &Repo,
+    dir: &Path,
+    sub: &str,
+    message: &str,
+) -> Result<Result<(), Vec<String>>, GitError> {
+    let _lock = admin_lock(repo).await?;
+    let mut args = identity_args(dir).await;
+    args.extend(
+        [
+            "merge",
+            "--no-ff",
+            "--no-verify",
+            "--no-gpg-sign",
+            "-q",
+            "-m",
+            message,
+            sub,
+        ]
+        .map(str::to_string),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match git_status(dir, &args).await? {
+        (Some(0), _) => Ok(Ok(())),
+        _ => {
+            let conflicted = git(dir, &["diff", "--name-only", "--diff-filter=U"])
+                .await
+                .unwrap_or_default();
+            // Why: nothing to abort when the merge did not even start; the check below tells.
+            let _ = git(dir, &["merge", "--abort"]).await;
+            if dirty_paths(dir).await? > 0 {
+                return Err(GitError {
+                    args: "merge --abort".into(),
+                    dir: dir.display().to_string(),
+                    why: "the worktree is not clean after aborting the merge".into(),
+                });
+            }
+            Ok(Err(conflicted.lines().map(str::to_string).collect()))
+        }
+    }
 }

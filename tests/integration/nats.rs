@@ -667,15 +667,7 @@ fn a_retried_insert_after_a_lost_acknowledgement_inserts_once() {
 fn the_next_job_continues_the_branch_on_another_machine() {
     let server = NatsServer::start(&nats_server());
     let mut env = nats_env(&server.url(), "machines", json!({}), json!({}));
-    env.git_init();
-    let origin = env.dir().join("origin.git");
-    let origin_s = origin.display().to_string();
-    wf_tests::git(
-        env.dir(),
-        &["init", "-q", "--bare", "-b", "main", &origin_s],
-    );
-    wf_tests::git(&env.root, &["remote", "add", "origin", &origin_s]);
-    wf_tests::git(&env.root, &["push", "-q", "origin", "main"]);
+    let origin_s = env.git_init_with_origin().display().to_string();
     let clone_b = env.dir().join("machine-b");
     wf_tests::git(
         env.dir(),

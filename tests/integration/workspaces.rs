@@ -296,24 +296,7 @@ fn verification_steps_give_counts_and_verdicts_to_the_pm() {
 #[test]
 fn gc_removes_only_worktrees_whose_work_is_safe_elsewhere() {
     let mut env = TestEnv::new(&BINS, json!({}), json!({}));
-    env.git_init();
-    let origin = env.dir().join("origin.git");
-    git(
-        env.dir(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &origin.display().to_string(),
-        ],
-    );
-    git(
-        &env.root,
-        &["remote", "add", "origin", &origin.display().to_string()],
-    );
-    git(&env.root, &["push", "-q", "origin", "main"]);
+    env.git_init_with_origin();
     script(
         &env,
         json!({
@@ -416,24 +399,7 @@ fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
             "verify": [{"name": "Tests", "command": "echo 'Tests: 42 passed, 0 failed'"}]
         }),
     );
-    env.git_init();
-    let origin = env.dir().join("origin.git");
-    git(
-        env.dir(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &origin.display().to_string(),
-        ],
-    );
-    git(
-        &env.root,
-        &["remote", "add", "origin", &origin.display().to_string()],
-    );
-    git(&env.root, &["push", "-q", "origin", "main"]);
+    env.git_init_with_origin();
     script(
         &env,
         json!({
@@ -637,4 +603,113 @@ fn rollback_last_and_hard_do_what_they_say_and_keep_unpushed_work_without_force(
     );
     assert!(env.assignment(&aid).workspace.is_none());
     assert_eq!(git(&env.root, &["status", "--porcelain"]), "");
+}
+
+/// Two writers of a parallel group work in worktrees of their own and are merged back in
+/// group order after the group; when their work conflicts, the PM is told which files.
+// Long: a clean group and a conflicting group, asserted against git.
+#[test]
+fn a_parallel_group_of_writers_is_merged_back_and_a_conflict_goes_to_the_pm() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.git_init();
+    let prompts = env.work_path("prompts");
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "$WF_JOB_ID.txt", "content": "$WF_JOB_ID\n"}},
+                          {"sleepMs": 300}, {"result": "wrote my file"}],
+            "document": [{"init": true}, {"writeFile": {"path": "shared.md", "content": "by $WF_JOB_ID\n"}},
+                         {"result": "wrote shared.md"}],
+            "pm": [{"init": true}, {"savePrompt": prompts}, {"decide": {
+                "implement": ["update-assignment", "--status", "complete"],
+                "document": ["update-assignment", "--status", "complete"]}}, {"result": "decided"}]
+        }),
+    );
+    env.start_runner();
+    let clean = env.create("two writers");
+    env.wf_ok(&[
+        "insert-job",
+        &clean,
+        "--jobs",
+        r#"[{"type": "implement"}, {"type": "implement"}]"#,
+    ]);
+    let conflicting = env.create("two writers of one file");
+    env.wf_ok(&[
+        "insert-job",
+        &conflicting,
+        "--jobs",
+        r#"[{"type": "document"}, {"type": "document"}]"#,
+    ]);
+    let done = |d: &wf_core::model::Assignment| {
+        d.status == AssignmentStatus::Complete && d.lease.is_none()
+    };
+    let doc = env.wait_for(&clean, LONG, done);
+    let ws = doc.workspace.clone().unwrap();
+    let wt = std::path::Path::new(&ws.path);
+    let (a, b) = (&doc.jobs[0], &doc.jobs[1]);
+    assert_eq!(a.group_id, b.group_id);
+    // Each writer committed on its own sub-branch, from the same start.
+    let (ca, cb) = (a.commits.clone().unwrap(), b.commits.clone().unwrap());
+    assert_eq!(ca.start, cb.start);
+    assert_ne!(ca.end, cb.end);
+    // Both are merged into the assignment's branch, in group order.
+    assert_eq!(git(wt, &["show", &format!("HEAD:{}.txt", a.id)]), a.id);
+    assert_eq!(git(wt, &["show", &format!("HEAD:{}.txt", b.id)]), b.id);
+    let merges = git(
+        wt,
+        &[
+            "log",
+            "--merges",
+            "--reverse",
+            "--format=%s",
+            &format!("{}..HEAD", ws.base_commit),
+        ],
+    );
+    assert_eq!(
+        merges,
+        format!(
+            "wf: merge implement job {}\nwf: merge implement job {}",
+            a.id, b.id
+        )
+    );
+    // The merged sub-worktrees are gone; the main checkout never changed.
+    assert!(!std::path::Path::new(&format!("{}.{}", ws.path, a.id)).exists());
+    assert_eq!(git(&env.root, &["status", "--porcelain"]), "");
+
+    let doc = env.wait_for(&conflicting, LONG, done);
+    let ws = doc.workspace.clone().unwrap();
+    let (a, b) = (&doc.jobs[0], &doc.jobs[1]);
+    let note = doc
+        .notes
+        .iter()
+        .map(|n| n.text.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        note.contains(&format!(
+            "Merging document job {} into {} conflicts in shared.md",
+            b.id, ws.branch
+        )),
+        "{note}"
+    );
+    // The first merged; the second's work waits on its branch.
+    let wt = std::path::Path::new(&ws.path);
+    assert_eq!(git(wt, &["show", "HEAD:shared.md"]), format!("by {}", a.id));
+    let sub = format!("{}.{}", ws.branch, b.id);
+    assert_eq!(
+        git(&env.root, &["show", &format!("{sub}:shared.md")]),
+        format!("by {}", b.id)
+    );
+    assert_eq!(
+        git(wt, &["status", "--porcelain"]),
+        "",
+        "the aborted merge left the worktree clean"
+    );
+    // The PM was told.
+    let prompt = std::fs::read_dir(&prompts)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|p| p.contains("two writers of one file"))
+        .expect("the PM's prompt");
+    assert!(prompt.contains("conflicts in shared.md"), "{prompt}");
 }

@@ -147,6 +147,21 @@ impl TestEnv {
         git(&self.root, &["commit", "-q", "-m", "initial"]);
     }
 
+    /// [`git_init`](Self::git_init), plus a bare repository beside the project as its
+    /// `origin`, with `main` pushed; returns the bare repository's path.
+    pub fn git_init_with_origin(&self) -> PathBuf {
+        self.git_init();
+        let origin = self.dir().join("origin.git");
+        let origin_s = origin.display().to_string();
+        git(
+            self.dir(),
+            &["init", "-q", "--bare", "-b", "main", &origin_s],
+        );
+        git(&self.root, &["remote", "add", "origin", &origin_s]);
+        git(&self.root, &["push", "-q", "origin", "main"]);
+        origin
+    }
+
     /// The temp directory.
     pub fn dir(&self) -> &Path {
         self.tmp.path()

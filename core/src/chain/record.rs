@@ -250,6 +250,14 @@ pub fn block_when_full(
     block_unit(doc, epoch, reason, now)
 }
 
+/// Refuses unless the lease of `doc` is the one handed out with `epoch`.
+fn holds(doc: &Assignment, epoch: u64) -> Result<(), ChainError> {
+    match &doc.lease {
+        Some(l) if l.epoch == epoch => Ok(()),
+        _ => Err(ChainError::Fenced(epoch)),
+    }
+}
+
 /// Blocks the assignment whose unit runs under `epoch` with `reason`, releasing the lease and
 /// leaving the unit's jobs as they are, to run again when a human resumes it (the runner could
 /// not prepare or keep the unit's workspace, or record its outcome).
@@ -259,9 +267,7 @@ pub fn block_unit(
     reason: &str,
     now: Millis,
 ) -> Result<(), ChainError> {
-    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
-        return Err(ChainError::Fenced(epoch));
-    }
+    holds(doc, epoch)?;
     doc.lease = None;
     doc.status = AssignmentStatus::Blocked;
     doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
@@ -277,9 +283,7 @@ pub fn move_workspace(
     workspace: &crate::model::Workspace,
     now: Millis,
 ) -> Result<(), ChainError> {
-    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
-        return Err(ChainError::Fenced(epoch));
-    }
+    holds(doc, epoch)?;
     match &doc.workspace {
         Some(old) if old.branch == workspace.branch => {}
         _ => {
@@ -336,9 +340,7 @@ pub fn attach_workspace(
     workspace: &crate::model::Workspace,
     now: Millis,
 ) -> Result<(), ChainError> {
-    if doc.lease.as_ref().is_none_or(|l| l.epoch != epoch) {
-        return Err(ChainError::Fenced(epoch));
-    }
+    holds(doc, epoch)?;
     if let Some(existing) = &doc.workspace {
         return Err(ChainError::Invalid(format!(
             "assignment {} already has a workspace (branch {})",

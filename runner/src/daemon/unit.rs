@@ -61,8 +61,8 @@ pub(super) async fn run_unit(
             stops.all(&StopReason::Budget(reason));
         })
     });
-    let place = match Box::pin(work::prepare(&ctx, &doc, claim.epoch)).await {
-        Ok(place) => place,
+    let unit = match Box::pin(unit_work(&ctx, &doc, &claim)).await {
+        Ok(unit) => unit,
         Err(reason) => {
             tracing::error!(assignment = %doc.id, %reason, "blocking: the workspace is not usable");
             let blocked = ctx
@@ -78,11 +78,12 @@ pub(super) async fn run_unit(
             return end_unit(&doc.id, renewing, renewer, token, &mut guard, &done, last).await;
         }
     };
+    Box::pin(work::unit_started(&ctx, &doc, &claim.job_ids)).await;
     let jobs = claim.job_ids.iter().map(|id| {
         let stop = stops.job(id).cloned().unwrap_or_default();
-        let (ctx, doc, stops, place) = (&ctx, &doc, &stops, &place);
+        let (ctx, doc, stops, unit) = (&ctx, &doc, &stops, &unit);
         async move {
-            let written = run_job(ctx, doc, id, claim.epoch, &stop, place).await;
+            let written = run_job(ctx, doc, id, claim.epoch, &stop, unit).await;
             // A job of a parallel group that spent the last of the money stops its siblings.
             if let Some(reason) = written.as_ref().and_then(chain::cost_over_budget) {
                 stops.all(&StopReason::Budget(reason));
@@ -270,9 +271,10 @@ async fn run_job(
     job_id: &str,
     epoch: u64,
     stop: &StopSignal,
-    place: &work::Place,
+    unit: &UnitWork,
 ) -> Option<Assignment> {
     let job = doc.job(job_id)?.clone();
+    let place = unit.place_of(job_id);
     let start = place.head().await;
     let verdict = Box::pin(attempt(ctx, doc, &job, stop, &place.dir)).await;
     let (mut verdict, session_id) = match verdict {
@@ -309,6 +311,27 @@ async fn run_job(
             verdict.detail = Some(why);
         }
     }
+    // The last job of a group to get here merges the group's branches before it records:
+    // the PM that its record inserts sees the merged branch and any conflict.
+    let last_of_unit = unit
+        .remaining
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+        == 1;
+    if last_of_unit && !unit.subs.is_empty() {
+        let conflicts = Box::pin(work::merge_group(ctx, &unit.main, doc, &unit.subs)).await;
+        if !conflicts.is_empty() {
+            tracing::warn!(assignment = %doc.id, ?conflicts, "the group's work does not merge cleanly");
+            let note = wf_core::chain::AssignmentUpdate {
+                note: Some(format!("wf: {}", conflicts.join(" "))),
+                ..Default::default()
+            };
+            if let Err(e) =
+                ops::update_assignment(&ctx.store, &ctx.config, &doc.id, &note, None).await
+            {
+                tracing::error!(assignment = %doc.id, %e, "cannot tell the PM about the merge conflict");
+            }
+        }
+    }
     let written = record(ctx, &doc.id, &job, epoch, verdict, session_id, extras).await;
     if let Some(reason) = commit_error {
         tracing::error!(assignment = %doc.id, job = %job.id, %reason, "blocking");
@@ -319,6 +342,34 @@ async fn run_job(
         return blocked.ok().map(|(d, ())| d).or(written);
     }
     written
+}
+
+/// Where a unit's jobs run: the assignment's worktree, and in a group with several writers a
+/// worktree of each writer's own, merged back by the last job to finish.
+struct UnitWork {
+    main: work::Place,
+    subs: Vec<(String, work::Place)>,
+    remaining: std::sync::atomic::AtomicUsize,
+}
+
+/// The unit's workspace, and the writers' own worktrees in a group.
+async fn unit_work(ctx: &Ctx, doc: &Assignment, claim: &chain::Claim) -> Result<UnitWork, String> {
+    let main = work::prepare(ctx, doc, claim.epoch).await?;
+    let subs = work::group_places(ctx, doc, &main, &claim.job_ids).await?;
+    Ok(UnitWork {
+        main,
+        subs,
+        remaining: std::sync::atomic::AtomicUsize::new(claim.job_ids.len()),
+    })
+}
+
+impl UnitWork {
+    fn place_of(&self, job_id: &str) -> &work::Place {
+        self.subs
+            .iter()
+            .find(|(id, _)| id == job_id)
+            .map_or(&self.main, |(_, p)| p)
+    }
 }
 
 /// What the runner adds to an attempt's report: its commits and its checks.

@@ -423,3 +423,112 @@ pub(super) async fn after_unit(ctx: &Ctx, doc: &Assignment) -> Option<Assignment
     }
     None
 }
+
+/// The job types that change files: in a parallel group each gets a worktree of its own.
+fn writes(job_type: wf_core::model::JobType) -> bool {
+    matches!(
+        job_type,
+        wf_core::model::JobType::Implement | wf_core::model::JobType::Document
+    )
+}
+
+/// The places of a unit's jobs: when a parallel group has two or more jobs that write
+/// (implement, document), each of them gets a worktree of its own on a sub-branch of the
+/// assignment's branch; every other job runs in the assignment's worktree.
+pub(super) async fn group_places(
+    ctx: &Ctx,
+    doc: &Assignment,
+    main: &Place,
+    job_ids: &[String],
+) -> Result<Vec<(String, Place)>, String> {
+    let Some((repo, ws)) = &main.worktree else {
+        return Ok(Vec::new());
+    };
+    let writers: Vec<&Job> = job_ids
+        .iter()
+        .filter_map(|id| doc.job(id))
+        .filter(|j| writes(j.job_type))
+        .collect();
+    if writers.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for job in writers {
+        let sub = workspace::create_sub(&ctx.config.workspace, repo, ws, &job.id)
+            .await
+            .map_err(|e| format!("cannot create the worktree of job {}: {e}", job.id))?;
+        out.push((
+            job.id.clone(),
+            Place {
+                dir: PathBuf::from(&sub.path),
+                worktree: Some((repo.clone(), sub)),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Merges the group's sub-branches into the assignment's branch, in group order, once every
+/// job of the group has committed. A conflict leaves that job's branch unmerged and is
+/// returned (with the conflicting paths) for the PM; merged sub-worktrees are removed.
+pub(super) async fn merge_group(
+    ctx: &Ctx,
+    main: &Place,
+    doc: &Assignment,
+    subs: &[(String, Place)],
+) -> Vec<String> {
+    let Some((repo, ws)) = &main.worktree else {
+        return Vec::new();
+    };
+    let mut conflicts = Vec::new();
+    for (job_id, place) in subs {
+        let Some((_, sub)) = &place.worktree else {
+            continue;
+        };
+        let job_type = doc.job(job_id).map_or("", |j| j.job_type.as_str());
+        let message = format!(
+            "wf: merge {job_type} job {job_id}\n\nWf-Assignment: {}\nWf-Job: {job_id}\n",
+            doc.id
+        );
+        match workspace::merge(repo, &main.dir, &sub.branch, &message).await {
+            Ok(Ok(())) => {
+                if let Err(e) = workspace::remove(repo, &sub.path).await {
+                    tracing::warn!(path = %sub.path, %e, "cannot remove a merged job's worktree");
+                }
+            }
+            Ok(Err(paths)) => conflicts.push(format!(
+                "Merging {job_type} job {job_id} into {} conflicts in {}; its work is on branch {} (worktree {}), not merged.",
+                ws.branch,
+                paths.join(", "),
+                sub.branch,
+                sub.path
+            )),
+            Err(e) => conflicts.push(format!(
+                "Merging {job_type} job {job_id} into {} failed: {e}; its work is on branch {}.",
+                ws.branch, sub.branch
+            )),
+        }
+    }
+    if let Some(remote) = &ctx.remote {
+        if ctx.config.workspace.push != Some(false) {
+            if let Err(e) = workspace::push(&main.dir, remote, &ws.branch).await {
+                tracing::warn!(branch = %ws.branch, %e, "cannot push the merged branch");
+            }
+        }
+    }
+    conflicts
+}
+
+/// Says on the assignment's issue (when it has one) that its unit started.
+pub(super) async fn unit_started(ctx: &Ctx, doc: &Assignment, job_ids: &[String]) {
+    if doc.forge.as_ref().is_none_or(|f| f.issue.is_none()) {
+        return;
+    }
+    let started: Vec<String> = job_ids
+        .iter()
+        .filter_map(|id| doc.job(id))
+        .map(|j| format!("{} job `{}`", j.job_type, j.id))
+        .collect();
+    let event = format!("{} started", started.join(", "));
+    crate::forge::progress(&ctx.config, &ctx.store, doc, &event, false).await;
+}
