@@ -95,12 +95,50 @@ impl GitHub {
         })
     }
 
+    /// One call, retried when the forge says to come back later: 429 or a rate-limited 403
+    /// always (the request was not carried out), a 5xx or a lost connection when repeating it
+    /// is harmless (reads, edits, and creating a PR, which is looked up first). Waits what
+    /// `Retry-After` says (at most a minute), else 1, 2, 4 s.
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ForgeError> {
+        let repeatable = method != reqwest::Method::POST || path.ends_with("/pulls");
+        let mut wait = Duration::from_secs(1);
+        for attempt in 1.. {
+            let (result, retry_after) = self.call_once(method.clone(), path, body.clone()).await;
+            let again = match &result {
+                Ok(_) => false,
+                Err(ForgeError::Refused { status: 429, .. }) => true,
+                Err(ForgeError::Refused {
+                    status: 403,
+                    message,
+                    ..
+                }) => message.to_ascii_lowercase().contains("rate limit"),
+                Err(ForgeError::Refused { status, .. }) => *status >= 500 && repeatable,
+                Err(ForgeError::Unreachable { .. }) => repeatable,
+                Err(_) => false,
+            };
+            if !again || attempt >= 4 {
+                return result;
+            }
+            let pause = retry_after.unwrap_or(wait).min(Duration::from_secs(60));
+            tracing::info!(call = %format!("{method} {path}"), secs = pause.as_secs_f32(), "the forge asks to retry later");
+            tokio::time::sleep(pause).await;
+            wait *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One request; the answer, and how long the forge asks to wait before another.
+    async fn call_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (Result<Value, ForgeError>, Option<Duration>) {
         let what = format!("{method} {path}");
         let mut request = self
             .http
@@ -111,11 +149,27 @@ impl GitHub {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer = request.send().await.map_err(|e| ForgeError::Unreachable {
-            url: self.api.clone(),
-            // reqwest's message names the URL, never the headers.
-            why: e.without_url().to_string(),
-        })?;
+        let answer = match request.send().await {
+            Ok(a) => a,
+            Err(e) => {
+                let err = ForgeError::Unreachable {
+                    url: self.api.clone(),
+                    // reqwest's message names the URL, never the headers.
+                    why: e.without_url().to_string(),
+                };
+                return (Err(err), None);
+            }
+        };
+        let retry_after = answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        (Self::answer(answer, what).await, retry_after)
+    }
+
+    async fn answer(answer: reqwest::Response, what: String) -> Result<Value, ForgeError> {
         let status = answer.status();
         let text = answer.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

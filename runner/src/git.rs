@@ -46,8 +46,17 @@ pub async fn git_status(dir: &Path, args: &[&str]) -> Result<(Option<i32>, Strin
 
 fn error(dir: &Path, args: &[&str], code: Option<i32>, stderr: &str) -> GitError {
     let stderr = stderr.trim();
-    let last: Vec<&str> = stderr.lines().rev().take(4).collect();
-    let tail = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
+    // git's own verdict (`fatal: …`, `error: …`) says most; else the last lines.
+    let tail = match stderr
+        .lines()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+    {
+        Some(verdict) => verdict.to_string(),
+        None => {
+            let last: Vec<&str> = stderr.lines().rev().take(4).collect();
+            last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        }
+    };
     GitError {
         args: args.join(" "),
         dir: dir.display().to_string(),

@@ -410,6 +410,10 @@ fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
         }),
     );
     env.set_runner_env(0, &[("FAKE_GH_TOKEN", "test-token")]);
+    // GitHub has a bad moment: the first attempt to open the PR gets a 502, the first
+    // comment a 429; the runner waits and tries again.
+    gh.fail_next("POST", "/pulls", 502, 1);
+    gh.fail_next("POST", "/comments", 429, 1);
     env.start_runner();
     let started = Instant::now();
     let out = env
@@ -476,13 +480,18 @@ fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
             .filter(|r| r.method == method && r.path.split('?').next().unwrap().ends_with(tail))
             .count()
     };
-    assert_eq!(count("POST", "/pulls"), 1, "{requests:?}");
+    // One 502, then the one that opened it; the retries by hand only looked it up.
+    assert_eq!(count("POST", "/pulls"), 2, "{requests:?}");
     assert!(
         count("GET", "/pulls") >= 3,
         "each delivery looks the PR up first"
     );
     // One living comment, edited in place, that ends with the PR.
-    assert_eq!(count("POST", "/comments"), 1, "{requests:?}");
+    assert_eq!(
+        count("POST", "/comments"),
+        2,
+        "one 429, then the comment: {requests:?}"
+    );
     let comments = gh.comments();
     assert_eq!(comments.len(), 1);
     let comment = comments.values().next().unwrap()["body"]
@@ -514,10 +523,13 @@ fn an_issue_becomes_exactly_one_pull_request_with_its_verification() {
             }
         }
     }
+    // A hard rollback closes the PR.
+    env.wf_ok(&["rollback", &aid, "--hard", "--force"]);
+    assert_eq!(gh.pulls()[0]["state"], "closed");
     record(
         "an_issue_becomes_exactly_one_pull_request_with_its_verification",
-        "wf create --issue 7 against a scripted GitHub REST endpoint on 127.0.0.1 and a bare origin; delivery retried twice by hand",
-        "the runner pushes the branch, looks the PR up before creating it, and records it; the progress comment is created once and edited in place",
+        "wf create --issue 7 against a scripted GitHub REST endpoint on 127.0.0.1 and a bare origin; the first PR create gets a 502 and the first comment a 429; delivery retried twice by hand",
+        "the runner pushes the branch, looks the PR up before creating it, retries what the forge asks to retry, and records the PR; the progress comment is created once and edited in place",
         3,
         "nothing: 1 pull request (Fixes #7, the verification line), 1 progress comment, the token in no file",
         took,
@@ -712,4 +724,43 @@ fn a_parallel_group_of_writers_is_merged_back_and_a_conflict_goes_to_the_pm() {
         .find(|p| p.contains("two writers of one file"))
         .expect("the PM's prompt");
     assert!(prompt.contains("conflicts in shared.md"), "{prompt}");
+}
+
+/// When the runner cannot commit what a job left (here: git's index is locked), the work
+/// stays in the worktree and the assignment is blocked with the path and git's error, instead
+/// of the work being lost or the chain going on without it (once a human resumes it, the next
+/// runner commits the leftovers first).
+#[test]
+fn a_failed_commit_blocks_the_assignment_and_keeps_the_worktree() {
+    let mut env = TestEnv::new(&BINS, json!({}), json!({}));
+    env.git_init();
+    let lock = format!(
+        "{}/.git/worktrees/$WF_ASSIGNMENT_ID/index.lock",
+        env.root.display()
+    );
+    script(
+        &env,
+        json!({
+            "implement": [{"init": true}, {"writeFile": {"path": "work.txt", "content": "precious\n"}},
+                          {"writeFile": {"path": lock, "content": ""}}, {"result": "done"}],
+            "pm": pm_completes()
+        }),
+    );
+    env.start_runner();
+    let aid = env.create_started("locked index", 1, "implement").remove(0);
+    let doc = env.wait_for(&aid, LONG, |d| {
+        d.status == AssignmentStatus::Blocked && d.lease.is_none()
+    });
+    let ws = doc.workspace.clone().unwrap();
+    let reason = doc.blocked_reason.clone().unwrap_or_default();
+    assert!(reason.contains(&ws.path), "{reason}");
+    assert!(reason.contains("index.lock"), "{reason}");
+    assert!(reason.contains("the worktree is kept"), "{reason}");
+    // The chain waits: the PM is queued behind the block, and has not run.
+    assert!(
+        doc.jobs[1..].iter().all(|j| j.attempt == 0),
+        "the chain went on: {doc:#?}"
+    );
+    let kept = std::fs::read_to_string(std::path::Path::new(&ws.path).join("work.txt")).unwrap();
+    assert_eq!(kept, "precious\n");
 }

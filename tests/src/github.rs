@@ -24,6 +24,8 @@ pub struct Request {
 
 #[derive(Default)]
 struct State {
+    /// Answers to give instead of the real one: method, path suffix, status, how many times.
+    failures: Vec<(String, String, u16, u32)>,
     issues: HashMap<u64, Value>,
     pulls: Vec<Value>,
     comments: HashMap<u64, Value>,
@@ -83,6 +85,17 @@ impl FakeGitHub {
             "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         });
         self.state.lock().unwrap().issues.insert(number, issue);
+    }
+
+    /// Answers the next `times` requests `method …suffix` with `status` (GitHub's 5xx, or 429
+    /// with `Retry-After: 1`).
+    pub fn fail_next(&self, method: &str, suffix: &str, status: u16, times: u32) {
+        self.state.lock().unwrap().failures.push((
+            method.to_string(),
+            suffix.to_string(),
+            status,
+            times,
+        ));
     }
 
     /// Every request so far.
@@ -146,7 +159,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, repo: &str) {
             authorization: authorization.clone(),
             body: body.clone(),
         });
-        if authorization.as_deref() != Some("Bearer test-token") {
+        let route_path = path.split('?').next().unwrap_or("").to_string();
+        let failure = st.failures.iter_mut().find(|(m, suffix, _, n)| {
+            *m == method && route_path.ends_with(suffix.as_str()) && *n > 0
+        });
+        if let Some(f) = failure {
+            f.3 -= 1;
+            (f.2, json!({"message": "Server Error"}))
+        } else if authorization.as_deref() != Some("Bearer test-token") {
             (401, json!({"message": "Bad credentials"}))
         } else {
             route(&mut st, repo, &method, &path, &body)
@@ -157,6 +177,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, repo: &str) {
         200 => "OK",
         201 => "Created",
         401 => "Unauthorized",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
         404 => "Not Found",
         _ => "Unprocessable Entity",
     };
@@ -164,11 +187,13 @@ fn serve(conn: TcpStream, state: &Mutex<State>, repo: &str) {
     // Why: a client that hung up needs no answer.
     let _ = write!(
         conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        text.len()
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{text}",
+        text.len(),
+        if status == 429 { "Retry-After: 1\r\n" } else { "" }
     );
 }
 
+// Long: one arm per REST call, the fake forge's whole API.
 fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let prefix = format!("/repos/{repo}");
     let Some(rest) = path.strip_prefix(&prefix) else {
@@ -230,6 +255,21 @@ fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> 
             let comment = json!({"id": id, "body": body["body"]});
             st.comments.insert(id, comment.clone());
             (201, comment)
+        }
+        ("PATCH", ["pulls", n]) => {
+            match n
+                .parse()
+                .ok()
+                .and_then(|n: u64| st.pulls.iter_mut().find(|p| p["number"] == n))
+            {
+                Some(p) => {
+                    if let Some(state) = body.get("state") {
+                        p["state"] = state.clone();
+                    }
+                    (200, p.clone())
+                }
+                None => (404, json!({"message": "Not Found"})),
+            }
         }
         ("PATCH", ["issues", "comments", id]) => {
             match id.parse().ok().and_then(|id: u64| st.comments.get_mut(&id)) {
