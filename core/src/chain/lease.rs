@@ -102,9 +102,10 @@ pub fn claim(
     }))
 }
 
+/// Blocks the assignment with `reason` (cut to a quarter of [`MAX_REASON`]).
 pub(super) fn block(doc: &mut Assignment, reason: String, now: Millis) {
     doc.status = AssignmentStatus::Blocked;
-    doc.blocked_reason = Some(reason);
+    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
     doc.updated_at = now;
 }
 

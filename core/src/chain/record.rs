@@ -233,21 +233,8 @@ pub fn record_when_full(
     if lease.job_ids.is_empty() {
         doc.lease = None;
     }
-    doc.status = AssignmentStatus::Blocked;
-    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    block(doc, reason.to_string(), now);
     Ok(())
-}
-
-/// Blocks the assignment with `reason` and nothing else (the last resort when even
-/// [`record_when_full`] does not fit): the lease is released, the job's attempt is left as it
-/// was, to be retried by a human after making room.
-pub fn block_when_full(
-    doc: &mut Assignment,
-    epoch: u64,
-    reason: &str,
-    now: Millis,
-) -> Result<(), ChainError> {
-    block_unit(doc, epoch, reason, now)
 }
 
 /// Refuses unless the lease of `doc` is the one handed out with `epoch`.
@@ -269,9 +256,7 @@ pub fn block_unit(
 ) -> Result<(), ChainError> {
     holds(doc, epoch)?;
     doc.lease = None;
-    doc.status = AssignmentStatus::Blocked;
-    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
-    doc.updated_at = now;
+    block(doc, reason.to_string(), now);
     Ok(())
 }
 
@@ -322,8 +307,7 @@ pub fn record_rollback(
         super::update::fold_memory(&mut doc.decisions);
     }
     if doc.status != AssignmentStatus::Complete {
-        doc.status = AssignmentStatus::Blocked;
-        doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+        block(doc, reason.to_string(), now);
     }
     if workspace_removed {
         doc.workspace = None;
@@ -360,8 +344,7 @@ pub fn block_unclaimable(doc: &mut Assignment, reason: &str, now: Millis) -> Res
     ) {
         return Err(Unchanged);
     }
-    doc.status = AssignmentStatus::Blocked;
-    doc.blocked_reason = Some(reason.chars().take(MAX_REASON / 4).collect());
+    block(doc, reason.to_string(), now);
     doc.updated_at = now;
     Ok(())
 }

@@ -618,7 +618,7 @@ async fn record_full(
     }
     let blocked = ctx
         .store
-        .update(aid, |d| chain::block_when_full(d, epoch, &reason, now_ms()));
+        .update(aid, |d| chain::block_unit(d, epoch, &reason, now_ms()));
     match blocked.await {
         Ok((doc, ())) => Some(doc),
         Err(e) => {

@@ -238,8 +238,8 @@ pub(super) async fn commit_job(
     }
     let push = ctx.config.workspace.push;
     if push != Some(false) {
-        if let Some(remote) = workspace::remote(&ctx.config.workspace, repo).await {
-            match workspace::push(&place.dir, &remote, &ws.branch).await {
+        if let Some(remote) = &ctx.remote {
+            match workspace::push(&place.dir, remote, &ws.branch).await {
                 Ok(()) => tracing::info!(branch = %ws.branch, %remote, "pushed"),
                 Err(e) => {
                     tracing::warn!(branch = %ws.branch, %e, "cannot push the branch; it stays on this machine")
