@@ -73,6 +73,11 @@ pub(crate) enum StoreCommand {
     Job(JobArgs),
     /// What is running, runnable and waiting, per assignment.
     Queue(QueueArgs),
+    /// A job's transcript for humans (assistant text, tool calls, results, cost); -f follows
+    /// a running job to its end.
+    Logs(LogsArgs),
+    /// A live view of the assignments (or one) and their running jobs, redrawn as they change.
+    Watch(WatchArgs),
     /// List the assignments' worktrees: branch, uncommitted changes, pushed or merged, disk use.
     Workspaces(WorkspacesArgs),
     /// Remove the worktrees of finished assignments that hold nothing unpushed or unmerged
@@ -238,6 +243,35 @@ pub(crate) struct JobArgs {
     pub(crate) job: OsString,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Job id or prefix.
+    pub(crate) job: OsString,
+    /// Follow a running job until it ends.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// The original lines of the agent's stream instead of the human view.
+    #[arg(long)]
+    pub(crate) raw: bool,
+    /// An earlier attempt (1 is the first); the latest by default.
+    #[arg(long, value_name = "N")]
+    pub(crate) attempt: Option<u32>,
+    /// Print the events as JSON Lines.
+    #[arg(long, conflicts_with = "raw")]
+    pub(crate) json: bool,
+}
+
+/// The arguments of `wf watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Only this assignment (id or prefix); the view ends when it completes.
+    pub(crate) assignment: Option<OsString>,
+    /// Print JSON Lines: assignment versions and the running jobs' events.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// The arguments of `wf queue`.

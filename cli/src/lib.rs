@@ -143,8 +143,8 @@ fn run_blocking(config_path: Option<&Path>, command: StoreCommand) -> Result<()>
         })?;
     runtime.block_on(async {
         let config = load_config(config_path)?;
-        let mut backend = Backend::open(&config).await?;
-        cmd::run(&mut backend, &config, command).await
+        let backend = Backend::open(&config).await?;
+        cmd::run(backend, &config, command).await
     })
 }
 

@@ -21,6 +21,7 @@ pub mod config;
 pub mod forge;
 pub mod harness;
 pub mod ids;
+pub mod live;
 pub mod model;
 pub mod prompt;
 pub mod verify;

@@ -243,6 +243,33 @@ pub struct Job {
     /// The verification steps the runner ran after its latest attempt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// The live counters of its running attempt, written every few seconds while it runs and
+    /// dropped when its outcome is recorded (its usage stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+}
+
+/// What a running attempt did so far, as its event stream tells (written every few seconds
+/// while it changes, never once per event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobProgress {
+    /// The attempt these counters are of.
+    pub attempt: u32,
+    /// Events seen (the next event's sequence number).
+    pub events: u64,
+    /// Tool calls made.
+    pub tool_calls: u32,
+    /// Input tokens so far.
+    pub input_tokens: u64,
+    /// Output tokens so far.
+    pub output_tokens: u64,
+    /// Cost so far, when known.
+    pub cost_usd: Option<f64>,
+    /// When the latest event came (ms since the epoch): idle time is measured from it.
+    pub last_event_at: Millis,
+    /// What it did last, in one short line.
+    pub last_activity: String,
 }
 
 /// Where a job's attempt started and ended in its workspace's branch.
@@ -344,11 +371,12 @@ pub struct Note {
 /// The newest schema version of the [`Assignment`] documents this wf reads and writes.
 /// Version 2 added `archive`, `workspace`, `forge`, `budget.maxReviewCycles`, the jobs' `commits` and `checks`, and the failure
 /// reasons `verification` and `workspace`; a document is written at 2 only once it uses one.
+/// Version 3 added the jobs' live `progress`.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
 /// the stored shape bumps it; a document with a newer version is left alone — not claimed,
 /// not written, listed by `wf doctor` — by a wf that reads only older ones.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Documents written before the field existed are version 1.
 fn first_schema_version() -> u32 {
@@ -518,6 +546,9 @@ impl Assignment {
     /// The oldest schema version that can hold this document: 2 once it uses a field that
     /// version 2 added (`archive`), else 1. The store writes at least this version.
     pub fn required_schema_version(&self) -> u32 {
+        if self.jobs.iter().any(|j| j.progress.is_some()) {
+            return 3;
+        }
         let v2_job = |j: &Job| {
             j.commits.is_some()
                 || !j.checks.is_empty()

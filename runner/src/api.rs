@@ -56,6 +56,10 @@ pub enum Request {
     OpenPullRequest(OpenPullRequest),
     /// `wf rollback`.
     Rollback(crate::rollback::RollbackRequest),
+    /// `wf logs`: one attempt's live events (or transcript lines), replayed then followed;
+    /// one response per [`EventFrame`](wf_core::live::EventFrame), all with this request's
+    /// id, the last one `end`.
+    Events(Events),
 }
 
 /// What a request needs to be executed: the store, the configuration requests are interpreted
@@ -177,6 +181,23 @@ request_types! {
     }
     /// Checks the documents of the namespace.
     CheckStore {}
+    /// One attempt's events, or its transcript lines.
+    Events {
+        /// Job id or prefix.
+        job: String,
+        /// The attempt (the latest when absent).
+        #[serde(default)]
+        attempt: Option<u32>,
+        /// The first event wanted.
+        #[serde(default)]
+        from: u64,
+        /// Go on with new events until the attempt ends.
+        #[serde(default)]
+        follow: bool,
+        /// The transcript's lines instead of events.
+        #[serde(default)]
+        raw: bool,
+    }
     /// Pushes an assignment's branch and opens its pull request, or finds the open one.
     OpenPullRequest {
         /// Id or prefix.
@@ -309,6 +330,15 @@ impl Call for Watch {
     }
 }
 
+impl Call for Events {
+    type Output = wf_core::live::EventFrame;
+    async fn execute(self, _: Exec<'_>) -> Result<Self::Output, OpError> {
+        Err(OpError::Unavailable(
+            "events are streamed by a running wf-runner".into(),
+        ))
+    }
+}
+
 impl Call for CheckStore {
     type Output = ops::StoreCheck;
     async fn execute(self, x: Exec<'_>) -> Result<ops::StoreCheck, OpError> {
@@ -430,6 +460,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::CheckStore(r) => answer(exec, id, r).await,
         Request::OpenPullRequest(r) => answer(exec, id, r).await,
         Request::Rollback(r) => answer(exec, id, r).await,
+        Request::Events(r) => answer(exec, id, r).await,
     }
 }
 

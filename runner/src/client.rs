@@ -15,6 +15,8 @@ use tokio_tungstenite::WebSocketStream;
 use crate::api::{self, Call, Envelope, Exec, Hello, Request, Response, Welcome, PROTOCOL_VERSION};
 use crate::ops::OpError;
 use wf_core::config::{Config, StoreConfig};
+use wf_core::live::EventFrame;
+use wf_core::model::Assignment;
 use wf_store::sled::SledStore;
 use wf_store::{Store, StoreError};
 
@@ -129,15 +131,20 @@ impl Client {
     }
 }
 
-/// A stream of assignment versions from [`Client::watch`].
-pub struct Watch {
+/// A stream of answers to one request: assignment versions from [`Client::watch`], event
+/// frames from [`Client::events`].
+pub struct Subscription<T> {
     client: Client,
     id: u64,
+    _answers: std::marker::PhantomData<fn() -> T>,
 }
 
-impl Watch {
-    /// The next version; `None` when the runner went away.
-    pub async fn next(&mut self) -> Option<Result<wf_core::model::Assignment, OpError>> {
+/// A stream of assignment versions.
+pub type Watch = Subscription<wf_core::model::Assignment>;
+
+impl<T: serde::de::DeserializeOwned> Subscription<T> {
+    /// The next answer; `None` when the runner went away.
+    pub async fn next(&mut self) -> Option<Result<T, OpError>> {
         loop {
             let msg = match self.client.ws.next().await? {
                 Ok(m) => m,
@@ -160,21 +167,34 @@ impl Watch {
 
 impl Client {
     /// Turns this connection into a stream of versions of one assignment (or all).
-    pub async fn watch(mut self, assignment: Option<String>) -> Result<Watch, OpError> {
+    pub async fn watch(self, assignment: Option<String>) -> Result<Watch, OpError> {
+        self.subscribe(Request::Watch(api::Watch { assignment }))
+            .await
+    }
+
+    /// Turns this connection into the stream of one attempt's event frames.
+    pub async fn events(self, request: api::Events) -> Result<Subscription<EventFrame>, OpError> {
+        self.subscribe(Request::Events(request)).await
+    }
+
+    async fn subscribe<T>(mut self, request: Request) -> Result<Subscription<T>, OpError> {
         let id = self.next_id;
         self.next_id += 1;
-        let text = serde_json::to_string(&Envelope {
-            id,
-            request: Request::Watch(api::Watch { assignment }),
-        })
-        .expect("requests serialise");
+        let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
         self.ws
             .send(Message::text(text))
             .await
             .map_err(|e| OpError::Unavailable(format!("lost the connection to the runner: {e}")))?;
-        Ok(Watch { client: self, id })
+        Ok(Subscription {
+            client: self,
+            id,
+            _answers: std::marker::PhantomData,
+        })
     }
 }
+
+/// Event frames as `wf logs` reads them, whatever the backend.
+pub type Frames = tokio::sync::mpsc::Receiver<Result<EventFrame, OpError>>;
 
 /// Where `wf` sends its requests.
 pub enum Backend {
@@ -247,6 +267,129 @@ impl Backend {
             }
             Backend::Runner(client) => client.call(call).await,
         }
+    }
+
+    /// One attempt's event frames (or transcript lines), replayed then followed as asked,
+    /// `end` last: from the runner (embedded store), the files it wrote (no runner), or
+    /// JetStream (NATS, from any machine).
+    pub async fn events(&self, config: &Config, request: api::Events) -> Result<Frames, OpError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        match self {
+            Backend::Runner(_) => {
+                let client = Self::connection(config).await?;
+                let mut sub = client.events(request).await?;
+                tokio::spawn(async move {
+                    while let Some(frame) = sub.next().await {
+                        let end = matches!(frame, Ok(EventFrame::End {}) | Err(_));
+                        if tx.send(frame).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    // Why: the reader may have gone; nothing else to tell it.
+                    let _ = tx
+                        .send(Err(OpError::Unavailable("lost the runner".into())))
+                        .await;
+                });
+            }
+            Backend::Direct { store, config } => {
+                let (doc, job, attempt) = crate::live::resolve_attempt(store, &request).await?;
+                match store {
+                    Store::Nats(nats) => {
+                        let (nats, store) = (nats.clone(), store.clone());
+                        tokio::spawn(crate::live::nats_frames(
+                            nats, store, doc, job, attempt, request, tx,
+                        ));
+                    }
+                    Store::Sled(_) => {
+                        let transcript = crate::paths::transcript_path(
+                            &config.state_dir,
+                            &doc.id,
+                            &job.id,
+                            attempt,
+                        );
+                        crate::live::file_frames(&transcript, &request, &tx).await;
+                    }
+                }
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Another connection to the runner, for a stream.
+    async fn connection(config: &Config) -> Result<Client, OpError> {
+        match Client::connect(&crate::paths::socket_path(&config.state_dir)).await {
+            Ok(c) => Ok(c),
+            Err(ConnectError::Failed(e)) => Err(e),
+            Err(ConnectError::NotRunning) => {
+                Err(OpError::Unavailable("the runner went away".into()))
+            }
+        }
+    }
+
+    /// Versions of one assignment (or all): the current ones, then each change, from the
+    /// runner (embedded store) or the store's change feed (NATS). With the embedded store and
+    /// no runner nothing can change: the current versions come, then the stream ends.
+    pub async fn watch(
+        &self,
+        config: &Config,
+        assignment: Option<String>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Assignment, OpError>>, OpError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        match self {
+            Backend::Runner(_) => {
+                let mut sub = Self::connection(config).await?.watch(assignment).await?;
+                tokio::spawn(async move {
+                    while let Some(doc) = sub.next().await {
+                        let failed = doc.is_err();
+                        if tx.send(doc).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            Backend::Direct { store, .. } => {
+                let mut changes = store.subscribe();
+                let current = match &assignment {
+                    Some(prefix) => vec![crate::ops::find_assignment(store, prefix).await?],
+                    None => crate::ops::list_assignments(store, None).await?,
+                };
+                let only = assignment
+                    .as_ref()
+                    .and(current.first())
+                    .map(|d| d.id.clone());
+                let live = matches!(store, Store::Nats(_));
+                tokio::spawn(async move {
+                    for doc in current {
+                        if tx.send(Ok(doc)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if !live {
+                        return;
+                    }
+                    loop {
+                        let doc = match changes.recv().await {
+                            Ok(change) => Ok(change.doc),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Err(
+                                OpError::Unavailable("the watch fell behind; watch again".into()),
+                            ),
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        };
+                        let failed = doc.is_err();
+                        if doc
+                            .as_ref()
+                            .is_ok_and(|d| only.as_ref().is_some_and(|id| *id != d.id))
+                        {
+                            continue;
+                        }
+                        if tx.send(doc).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
     }
 
     /// Whether requests go through a runner.

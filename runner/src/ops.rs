@@ -581,8 +581,8 @@ pub async fn archive_finished(store: &Store, aid: &str) -> Result<Option<Assignm
     Ok(written)
 }
 
-/// `wf job` (an archived job too).
-pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpError> {
+/// Resolves a job id or unique prefix, archived jobs included: its assignment and the job.
+pub async fn find_job(store: &Store, prefix: &str) -> Result<(Assignment, Job), OpError> {
     let mut docs = store.list().await?;
     if matches!(resolve_job(&docs, prefix), Err(OpError::NotFound(_))) {
         // Not among the documents' jobs: look among the archived ones.
@@ -593,6 +593,13 @@ pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpErro
         }
     }
     let (doc, job) = resolve_job(&docs, prefix)?;
+    Ok((doc.clone(), job.clone()))
+}
+
+/// `wf job` (an archived job too): a job with its texts.
+pub async fn job_detail(store: &Store, prefix: &str) -> Result<JobDetail, OpError> {
+    let (doc, job) = find_job(store, prefix).await?;
+    let (doc, job) = (&doc, &job);
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
     let context = if job.has_context {
         text(

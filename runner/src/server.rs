@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
 use crate::ops::OpError;
 use wf_core::config::Config;
+use wf_core::live::EventFrame;
+use wf_core::model::JobStatus;
 use wf_store::Store;
 
 /// What request handlers need.
@@ -28,6 +30,8 @@ pub struct ServerState {
     pub config: Config,
     /// The runner's id.
     pub runner_id: String,
+    /// The running attempts' live events.
+    pub hub: Arc<crate::live::Hub>,
 }
 
 /// Binds the socket at `path` with mode 0600, replacing a stale socket of a dead runner.
@@ -166,6 +170,9 @@ async fn connection(
             (true, Request::Watch(api::Watch { assignment })) => {
                 return watch(ws, &state, envelope.id, assignment, shutdown).await;
             }
+            (true, Request::Events(request)) => {
+                return events(ws, &state, envelope.id, request, shutdown).await;
+            }
             (true, request) => {
                 let exec = api::Exec {
                     store: &state.store,
@@ -231,6 +238,132 @@ async fn watch(
             },
         }
     }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<UnixStream>;
+type WsResult = Result<(), tokio_tungstenite::tungstenite::Error>;
+
+/// Serves an `events` request: the attempt's events (or transcript lines) from the file, then,
+/// when following a running attempt, each new one until its exit; `end` last.
+async fn events(
+    mut ws: Ws,
+    state: &ServerState,
+    id: u64,
+    request: api::Events,
+    shutdown: CancellationToken,
+) -> WsResult {
+    let (doc, job, attempt) = match crate::live::resolve_attempt(&state.store, &request).await {
+        Ok(found) => found,
+        Err(err) => return ws.send(reply(&Response::err(id, &err))).await,
+    };
+    let transcript =
+        crate::paths::transcript_path(&state.config.state_dir, &doc.id, &job.id, attempt);
+    let sub = match request.follow {
+        true => tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            sub = subscribe_when_started(state, &doc.id, &job.id, attempt) => sub,
+        },
+        false => None,
+    };
+    let frame = |f: &EventFrame| Response::ok(id, f);
+    if request.raw {
+        return raw_lines(ws, id, &transcript, sub, shutdown).await;
+    }
+    let until = sub.as_ref().map(|s| s.next_seq);
+    let path = crate::live::events_path(&transcript);
+    for event in crate::live::read_events_file(&path, request.from, until) {
+        ws.send(reply(&frame(&EventFrame::Event(event)))).await?;
+    }
+    if let Some(mut sub) = sub {
+        let from = request.from.max(sub.next_seq);
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                msg = ws.next() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => continue,
+                },
+                received = sub.events.recv() => received,
+            };
+            let Some(f) = crate::live::frame_of(received) else {
+                break;
+            };
+            let exit = match &f {
+                EventFrame::Event(e) if e.seq < from => continue,
+                EventFrame::Event(e) => e.kind.is_exit(),
+                _ => false,
+            };
+            ws.send(reply(&frame(&f))).await?;
+            if exit {
+                break;
+            }
+        }
+    }
+    ws.send(reply(&frame(&EventFrame::End {}))).await
+}
+
+/// Follows the attempt if it runs here: at once when it is open, else as soon as it opens,
+/// for as long as the document says the job is (about to be) running that attempt.
+async fn subscribe_when_started(
+    state: &ServerState,
+    aid: &str,
+    job: &str,
+    attempt: u32,
+) -> Option<crate::live::Subscription> {
+    let mut opened = state.hub.opened();
+    let mut changes = state.store.subscribe();
+    loop {
+        if let Some(sub) = state.hub.subscribe(job, attempt) {
+            return Some(sub);
+        }
+        // Not open (yet): worth waiting only while the job is claimed for this attempt.
+        let doc = state.store.get(aid).await.ok().flatten()?;
+        let running = doc
+            .job(job)
+            .is_some_and(|j| j.status == JobStatus::Running && j.attempt == attempt);
+        if !running {
+            return None;
+        }
+        tokio::select! {
+            changed = opened.changed() => changed.ok()?,
+            change = changes.recv() => match change {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            },
+        }
+    }
+}
+
+/// Serves a transcript's lines: what is written, then (following) each line as it is written.
+async fn raw_lines(
+    mut ws: Ws,
+    id: u64,
+    transcript: &Path,
+    mut sub: Option<crate::live::Subscription>,
+    shutdown: CancellationToken,
+) -> WsResult {
+    let mut reader = crate::live::LineReader::new(transcript);
+    loop {
+        for line in reader.read_more() {
+            ws.send(reply(&Response::ok(id, &EventFrame::Line(line))))
+                .await?;
+        }
+        let Some(s) = sub.as_mut() else { break };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = ws.next() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+            changed = s.lines.changed() => {
+                if changed.is_err() {
+                    // The attempt ended: what it wrote last, then the end.
+                    sub = None;
+                }
+            }
+        }
+    }
+    ws.send(reply(&Response::ok(id, &EventFrame::End {}))).await
 }
 
 fn reply(response: &Response) -> Message {

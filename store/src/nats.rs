@@ -9,6 +9,8 @@
 //! | context / result | `<ns>.ctx.<aid>.<jid>` / `<ns>.res.<aid>.<jid>.<attempt>` | written before the CAS that links them |
 //! | wake-up tokens | stream `WF_Q`, subject `wfq.<ns>.<aid>` | WorkQueue; `Nats-Msg-Id` dedup |
 //! | consumer | durable pull `run_<ns>`, filter `wfq.<ns>.>` | `ack_wait` = lease, `max_deliver` -1, no backoff |
+//! | live events | stream `WF_EV`, subject `wfev.<ns>.<aid>.<jid>.<attempt>` (one event per message) | limits: [`EVENTS_MAX_BYTES`], [`EVENTS_MAX_AGE`], oldest discarded |
+//! | raw transcript | same stream, `wfraw.<ns>.<aid>.<jid>.<attempt>` (batches of lines; an empty message ends it) | read by ordered consumers with one filter subject (2.9 servers) |
 //!
 //! A token only says "look at this assignment": ownership is the lease epoch in the document,
 //! never an acknowledgement (NATS does not fence acks, nats-server#4786).
@@ -29,6 +31,12 @@ use wf_core::model::Assignment;
 pub const BUCKET: &str = "wf";
 /// The token stream.
 pub const QUEUE_STREAM: &str = "WF_Q";
+/// The live event stream.
+pub const EVENTS_STREAM: &str = "WF_EV";
+/// The most the live event stream keeps, in bytes (the oldest messages go first).
+pub const EVENTS_MAX_BYTES: i64 = 1 << 30;
+/// How long the live event stream keeps a message.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// How long the server remembers a token's `Nats-Msg-Id`.
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 /// Capacity of the change channel.
@@ -52,6 +60,49 @@ struct Inner {
     max_document: std::sync::atomic::AtomicUsize,
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
+    events: tokio::sync::OnceCell<stream::Stream>,
+}
+
+/// The acknowledgement of one published live message, to be awaited later (publishes are
+/// pipelined).
+pub struct LiveAck(jetstream::context::PublishAckFuture);
+
+impl LiveAck {
+    /// Waits until the server stored the message.
+    pub async fn stored(self) -> Result<(), StoreError> {
+        self.0
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("the live event stream refused a message", e))
+    }
+}
+
+/// The messages of one live subject, oldest first, then live.
+pub struct LiveMessages {
+    messages: consumer::push::Ordered,
+}
+
+/// One message of a live subject.
+pub struct LiveMessage {
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// How many messages of the subject the server holds after this one.
+    pub pending: u64,
+}
+
+impl LiveMessages {
+    /// The next message; `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<Result<LiveMessage, StoreError>> {
+        let msg = match self.messages.next().await? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(backend("cannot read the live event stream", e))),
+        };
+        let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+        Some(Ok(LiveMessage {
+            payload: msg.payload.to_vec(),
+            pending,
+        }))
+    }
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -229,6 +280,7 @@ impl NatsStore {
                 ),
                 changes,
                 watcher: OnceLock::new(),
+                events: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -474,6 +526,79 @@ impl NatsStore {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// The subject of one attempt's live events (`raw`: of its transcript lines).
+    pub fn live_subject(&self, aid: &str, jid: &str, attempt: u32, raw: bool) -> String {
+        let kind = if raw { "wfraw" } else { "wfev" };
+        format!("{kind}.{}.{aid}.{jid}.{attempt}", self.inner.ns)
+    }
+
+    /// The live event stream, created on first use.
+    async fn events_stream(&self) -> Result<&stream::Stream, StoreError> {
+        self.inner
+            .events
+            .get_or_try_init(|| async {
+                self.inner
+                    .js
+                    .get_or_create_stream(stream::Config {
+                        name: EVENTS_STREAM.to_string(),
+                        subjects: vec!["wfev.>".to_string(), "wfraw.>".to_string()],
+                        max_bytes: EVENTS_MAX_BYTES,
+                        max_age: EVENTS_MAX_AGE,
+                        discard: stream::DiscardPolicy::Old,
+                        num_replicas: self.inner.replicas,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| backend("cannot create the live event stream", e))
+            })
+            .await
+    }
+
+    /// Publishes one live message; its acknowledgement comes later.
+    pub async fn publish_live(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+    ) -> Result<LiveAck, StoreError> {
+        self.events_stream().await?;
+        self.inner
+            .js
+            .publish(subject, payload.into())
+            .await
+            .map(LiveAck)
+            .map_err(|e| backend("cannot publish a live event", e))
+    }
+
+    /// Whether a live subject holds any message.
+    pub async fn live_subject_empty(&self, subject: &str) -> Result<bool, StoreError> {
+        let stream = self.events_stream().await?;
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(true),
+            Err(e) => Err(backend("cannot read the live event stream", e)),
+        }
+    }
+
+    /// Every message of a live subject from the first, then each new one as it comes.
+    pub async fn live_messages(&self, subject: &str) -> Result<LiveMessages, StoreError> {
+        let stream = self.events_stream().await?;
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.inner.client.new_inbox(),
+                filter_subject: subject.to_string(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| backend("cannot read the live event stream", e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| backend("cannot read the live event stream", e))?;
+        Ok(LiveMessages { messages })
     }
 
     /// Publishes a wake-up token for `aid`, deduplicated by `msg_id` within the server's window.

@@ -14,6 +14,7 @@ mod cli;
 mod e2e;
 mod faults;
 mod fuzz;
+mod live;
 mod nats;
 mod process;
 mod real_clis;

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use wf_core::model::Assignment;
 use wf_runner::client::{Client, ConnectError};
 
+pub mod cdp;
 pub mod github;
 
 /// Paths of the binaries under test (from `env!("CARGO_BIN_EXE_…")`).

@@ -8,9 +8,11 @@ mod create;
 mod insert_job;
 mod job;
 mod jobs;
+mod logs;
 mod queue;
 mod retry;
 mod update_assignment;
+mod watch;
 mod workspaces;
 
 use std::io::Write;
@@ -44,11 +46,14 @@ pub(crate) use {out, outln};
 
 /// Runs one store command.
 pub(crate) async fn run(
-    backend: &mut Backend,
+    mut backend: Backend,
     config: &wf_core::config::Config,
     command: StoreCommand,
 ) -> Result<()> {
+    let backend = &mut backend;
     match command {
+        StoreCommand::Logs(args) => logs::run(backend, config, args).await,
+        StoreCommand::Watch(args) => watch::run(backend, config, args).await,
         StoreCommand::Create(args) => create::run(backend, config, args).await,
         StoreCommand::InsertJob(args) => insert_job::run(backend, args).await,
         StoreCommand::UpdateAssignment(args) => update_assignment::run(backend, args).await,

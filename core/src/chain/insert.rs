@@ -157,6 +157,7 @@ pub(super) fn job_record(
         context_hash: new.context_hash,
         commits: None,
         checks: Vec::new(),
+        progress: None,
     }
 }
 

@@ -80,6 +80,7 @@ pub fn claim(
         job.status = JobStatus::Running;
         job.attempt += 1;
         job.started_at = Some(view.now);
+        job.progress = None;
         job.completed_at = None;
         job.exit_code = None;
         job.retry_after = None;
@@ -212,6 +213,29 @@ pub fn renew(
         }
         _ => Err(ChainError::Fenced(epoch)),
     }
+}
+
+/// Stores the live counters of a running job, for the holder of the lease with `epoch` only.
+pub fn note_progress(
+    doc: &mut Assignment,
+    epoch: u64,
+    job_id: &str,
+    progress: &crate::model::JobProgress,
+) -> Result<(), ChainError> {
+    let held = doc
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.epoch == epoch && l.job_ids.iter().any(|j| j == job_id));
+    let idx = doc
+        .job_index(job_id)
+        .filter(|_| held)
+        .ok_or(ChainError::Fenced(epoch))?;
+    let job = &mut doc.jobs[idx];
+    if job.status != crate::model::JobStatus::Running || job.attempt != progress.attempt {
+        return Err(ChainError::Fenced(epoch));
+    }
+    job.progress = Some(progress.clone());
+    Ok(())
 }
 
 /// Nothing to do: the document needs no change.

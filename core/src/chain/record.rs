@@ -130,6 +130,8 @@ fn apply_report(job: &mut Job, report: &AttemptReport, now: Millis) {
     job.exit_code = report.exit_code;
     job.commits = report.commits.clone().or(job.commits.take());
     job.checks = report.checks.clone();
+    // The live counters served while it ran; its usage says what it spent.
+    job.progress = None;
     match report.outcome {
         Outcome::Complete => {
             job.status = JobStatus::Complete;

@@ -1160,3 +1160,40 @@ fn a_fourth_review_blocks_the_assignment_for_a_human() {
     d2.budget.max_review_cycles = Some(5);
     assert!(claim_run(&mut d2, &view(5_000), "h", LEASE).is_some());
 }
+
+#[test]
+fn progress_is_written_only_by_the_lease_holder_of_that_attempt() {
+    let mut d = doc();
+    insert(&mut d, "j1", JobType::Plan);
+    let c = claim_run(&mut d, &view(10), "h", LEASE).unwrap();
+    let p = crate::model::JobProgress {
+        attempt: 1,
+        events: 3,
+        tool_calls: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        note_progress(&mut d, c.epoch + 1, "j1", &p),
+        Err(ChainError::Fenced(c.epoch + 1))
+    );
+    let stale = crate::model::JobProgress {
+        attempt: 2,
+        ..p.clone()
+    };
+    assert!(note_progress(&mut d, c.epoch, "j1", &stale).is_err());
+    note_progress(&mut d, c.epoch, "j1", &p).unwrap();
+    assert_eq!(d.jobs[0].progress.as_ref(), Some(&p));
+    assert_eq!(d.required_schema_version(), 3);
+    // Recorded, the job drops its counters and a late write is refused.
+    record_attempt(
+        &mut d,
+        c.epoch,
+        "j1",
+        &report(Outcome::Complete),
+        &pm("p"),
+        20,
+    )
+    .unwrap();
+    assert_eq!(d.jobs[0].progress, None);
+    assert!(note_progress(&mut d, c.epoch, "j1", &p).is_err());
+}

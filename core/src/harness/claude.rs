@@ -151,6 +151,7 @@ fn user(v: &Value) -> Vec<AgentEvent> {
                 .get("is_error")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            output: super::event::tool_output(block.get("content")),
         })
         .collect()
 }

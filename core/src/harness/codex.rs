@@ -110,6 +110,7 @@ fn item_completed(item: &Value) -> Vec<AgentEvent> {
             vec![AgentEvent::ToolResult {
                 id: str_of(item, "id").unwrap_or_default().to_string(),
                 is_error: matches!(status, "failed" | "declined") || exit.is_some_and(|c| c != 0),
+                output: super::event::tool_output(item.get("aggregated_output")),
             }]
         }
         _ => Vec::new(),

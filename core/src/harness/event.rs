@@ -33,6 +33,8 @@ pub enum AgentEvent {
         id: String,
         /// Whether the tool failed.
         is_error: bool,
+        /// The start of what it answered, shortened.
+        output: String,
     },
     /// The CLI is retrying an API call by itself.
     ApiRetry {
@@ -108,6 +110,24 @@ pub(crate) fn shorten(s: &str, n: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// Longest tool output kept on an event, in characters: enough to see what happened.
+pub const TOOL_OUTPUT_CHARS: usize = 300;
+
+/// The text of a tool's answer: a string, or the text blocks of an array of content blocks.
+pub(crate) fn tool_output(v: Option<&serde_json::Value>) -> String {
+    let text = match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| str_of(b, "text"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    shorten(&text, TOOL_OUTPUT_CHARS)
 }
 
 /// Parses a JSON-lines event and hands it, with its `"type"`, to `events`. Blank lines are

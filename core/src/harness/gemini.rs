@@ -52,6 +52,7 @@ pub fn parse_line(line: &str) -> Parsed {
         "tool_result" => vec![AgentEvent::ToolResult {
             id: str_of(value, "tool_id").unwrap_or_default().to_string(),
             is_error: str_of(value, "status") == Some("error"),
+            output: super::event::tool_output(value.get("output").or(value.get("error"))),
         }],
         "error" => vec![AgentEvent::Warning(
             str_of(value, "message").unwrap_or("error").to_string(),

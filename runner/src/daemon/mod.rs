@@ -60,6 +60,10 @@ struct Ctx {
     workspace_mode: wf_core::config::WorkspaceMode,
     /// The remote branches are pushed to and fetched from, if the repository has it.
     remote: Option<String>,
+    /// The running attempts' live events.
+    hub: Arc<crate::live::Hub>,
+    /// What must never reach an event or a transcript.
+    redactor: Arc<wf_core::live::Redactor>,
 }
 
 impl Ctx {
@@ -100,6 +104,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         None => None,
     };
     tracing::info!(mode = ?workspace_mode, repo = ?repo.as_ref().map(|r| &r.top), ?remote, "workspaces");
+    let redactor = Arc::new(crate::live::redactor(&agent_env.base));
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         config: config.clone(),
@@ -112,6 +117,8 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         repo,
         workspace_mode,
         remote,
+        hub: Arc::new(crate::live::Hub::default()),
+        redactor,
     });
     let server_stop = CancellationToken::new();
     let queue = startup::listen(&ctx, server_stop.clone()).await?;

@@ -180,6 +180,7 @@ pub(super) async fn listen(
                 store: store.clone(),
                 config: config.clone(),
                 runner_id: runner_id.clone(),
+                hub: ctx.hub.clone(),
             });
             tokio::spawn(server::serve(listener, state, server_stop));
             tracing::info!(

@@ -16,12 +16,13 @@ use super::scheduler::UnitDone;
 use super::stop::{StopReason, StopSignal, UnitStops};
 use super::{work, Ctx};
 use crate::ops;
-use crate::paths;
 use crate::process::{self, Flow, Limits, Line};
+use crate::{live, paths};
 use wf_core::chain::{self, AttemptReport, Outcome};
 use wf_core::clock::now_ms;
 use wf_core::config::HarnessConfig;
 use wf_core::harness::{self, CommandSpec, Ended, Parsed, RunLog, Verdict};
+use wf_core::live::LiveKind;
 use wf_core::model::{Assignment, FailureReason, Job};
 use wf_core::prompt::{self, PriorResult, PromptInput};
 use wf_store::wakeup::Token;
@@ -281,12 +282,7 @@ async fn run_job(
         Attempted::Done(v, session) => (v, session),
         Attempted::Abandoned => return None,
     };
-    let outcome = match &verdict.outcome {
-        Outcome::Complete => "complete".to_string(),
-        Outcome::Failed(reason) => format!("failed: {reason}"),
-        Outcome::RetryAt(_) => "paused".to_string(),
-        Outcome::Requeue => "interrupted".to_string(),
-    };
+    let outcome = outcome_text(&verdict.outcome);
     let (end, commit_error) =
         match Box::pin(work::commit_job(ctx, place, doc, &job, &outcome)).await {
             Ok(end) => (end, None),
@@ -407,19 +403,10 @@ async fn attempt(
     let transcript_path =
         paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt);
     let mut transcript = open_transcript(&transcript_path, &prompt);
-    // Everything this attempt starts carries these, wherever it goes; all of it is stopped
-    // when the attempt ends.
-    let marker = vec![
-        ("WF_RUNNER_ID".to_string(), ctx.runner_id.clone()),
-        ("WF_JOB_ID".to_string(), job.id.clone()),
-        ("WF_ATTEMPT".to_string(), job.attempt.to_string()),
-    ];
-    let limits = Limits::new(
-        ctx.config.timeout,
-        ctx.config.idle_timeout,
-        ctx.config.kill_grace,
-    )
-    .with_marker(marker);
+    let (mut publisher, flusher) = open_live(ctx, doc, job, &transcript_path);
+    let model = job.model.clone().or(harness_cfg.model.clone());
+    let mut last_usage = wf_core::model::Usage::default();
+    let limits = limits_of(ctx, job);
     let format = harness_cfg.format();
     let mut log = RunLog::default();
     let started = Instant::now();
@@ -432,17 +419,20 @@ async fn attempt(
         |line| {
             let parsed = match line {
                 Line::Text(text) => {
+                    let clean = publisher.redactor().redact(text);
                     if let Some(t) = transcript.as_mut() {
                         // One write per line, unbuffered: a kill -9 of the runner loses none of
                         // it (the usage of an abandoned attempt is read back from it).
                         // Why: a full disk must not fail the job; the transcript is a copy.
-                        let _ = t.write_all(format!("{text}\n").as_bytes());
+                        let _ = t.write_all(format!("{clean}\n").as_bytes());
                     }
+                    publisher.raw_line(&clean);
                     harness::parse_line(format, text)
                 }
                 Line::Invalid(why) => Parsed::Malformed(why),
             };
             log.push(&parsed);
+            publish(&mut publisher, &parsed, &log, &mut last_usage, model.as_deref(), &ctx.config.prices);
             if harness::is_terminal(&parsed) {
                 Flow::Terminal
             } else {
@@ -452,18 +442,14 @@ async fn attempt(
     )
     .await;
     drop(transcript);
+    flusher.abort();
     let verdict = match exit {
         Err(e) => failed(FailureReason::SpawnError, e.to_string()),
         Ok(exit) => {
-            if !exit.stderr_tail.is_empty() {
-                let path = transcript_path.with_extension("stderr");
-                if let Err(e) = std::fs::write(&path, &exit.stderr_tail) {
-                    tracing::warn!(path = %path.display(), %e, "cannot write the stderr tail");
-                }
-            }
+            keep_stderr_tail(&transcript_path, &exit);
             match judge(ctx, job, harness_cfg, &log, &exit, stop) {
                 Some(verdict) => verdict,
-                None => return Attempted::Abandoned,
+                None => return abandon(publisher, &log).await,
             }
         }
     };
@@ -471,7 +457,151 @@ async fn attempt(
         assignment = %doc.id, job = %job.id, outcome = ?verdict.outcome, detail = verdict.detail.as_deref().unwrap_or(""),
         secs = started.elapsed().as_secs_f32(), "agent finished"
     );
+    publisher
+        .finish(LiveKind::Exit {
+            outcome: outcome_text(&verdict.outcome),
+            detail: verdict.detail.clone(),
+            exit_code: verdict.exit_code,
+            usage: verdict.usage.clone(),
+        })
+        .await;
     Attempted::Done(verdict, log.session_id)
+}
+
+/// Keeps the end of what the agent wrote on stderr next to its transcript.
+fn keep_stderr_tail(transcript: &Path, exit: &process::Exit) {
+    if !exit.stderr_tail.is_empty() {
+        let path = transcript.with_extension("stderr");
+        if let Err(e) = std::fs::write(&path, &exit.stderr_tail) {
+            tracing::warn!(path = %path.display(), %e, "cannot write the stderr tail");
+        }
+    }
+}
+
+/// Ends the events of an attempt whose outcome is not recorded (the lease was lost).
+async fn abandon(publisher: live::Publisher, log: &RunLog) -> Attempted {
+    publisher
+        .finish(LiveKind::Exit {
+            outcome: "abandoned".into(),
+            detail: Some("the lease was lost; the job runs again".into()),
+            exit_code: None,
+            usage: log.usage_so_far().0,
+        })
+        .await;
+    Attempted::Abandoned
+}
+
+/// The attempt's live events, registered before its agent starts, and the task that writes
+/// its counters to the document.
+fn open_live(
+    ctx: &Ctx,
+    doc: &Assignment,
+    job: &Job,
+    transcript: &Path,
+) -> (live::Publisher, tokio::task::JoinHandle<()>) {
+    let key = live::AttemptKey {
+        assignment: doc.id.clone(),
+        job: job.id.clone(),
+        attempt: job.attempt,
+    };
+    let nats = match &ctx.store {
+        wf_store::Store::Nats(n) => Some(n),
+        wf_store::Store::Sled(_) => None,
+    };
+    let publisher = ctx.hub.open(key, transcript, ctx.redactor.clone(), nats);
+    let flusher = tokio::spawn(flush_progress(
+        ctx.store.clone(),
+        doc.id.clone(),
+        job.id.clone(),
+        doc.lease.as_ref().map_or(0, |l| l.epoch),
+        publisher.progress(),
+    ));
+    (publisher, flusher)
+}
+
+/// The limits of an attempt's agent. Everything the attempt starts carries the marker,
+/// wherever it goes; all of it is stopped when the attempt ends.
+fn limits_of(ctx: &Ctx, job: &Job) -> Limits {
+    let marker = vec![
+        ("WF_RUNNER_ID".to_string(), ctx.runner_id.clone()),
+        ("WF_JOB_ID".to_string(), job.id.clone()),
+        ("WF_ATTEMPT".to_string(), job.attempt.to_string()),
+    ];
+    Limits::new(
+        ctx.config.timeout,
+        ctx.config.idle_timeout,
+        ctx.config.kill_grace,
+    )
+    .with_marker(marker)
+}
+
+/// How an outcome reads in events and commit messages.
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Complete => "complete".to_string(),
+        Outcome::Failed(reason) => format!("failed: {reason}"),
+        Outcome::RetryAt(_) => "paused".to_string(),
+        Outcome::Requeue => "interrupted".to_string(),
+    }
+}
+
+/// Sends the live events of one parsed line, and the usage so far when it changed.
+fn publish(
+    publisher: &mut live::Publisher,
+    parsed: &Parsed,
+    log: &RunLog,
+    last_usage: &mut wf_core::model::Usage,
+    model: Option<&str>,
+    prices: &BTreeMap<String, wf_core::config::Price>,
+) {
+    match parsed {
+        Parsed::Ignored => {}
+        Parsed::Malformed(why) => publisher.push(LiveKind::Malformed {
+            message: publisher.redactor().redact(why).into_owned(),
+        }),
+        Parsed::Events(events) => {
+            for event in events {
+                if let Some(kind) = LiveKind::of_agent(event, publisher.redactor()) {
+                    publisher.push(kind);
+                }
+            }
+            let (mut usage, _) = log.usage_so_far();
+            harness::priced(&mut usage, log, model, prices);
+            if usage != *last_usage {
+                publisher.push(LiveKind::Usage {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cost_usd: usage.cost_usd,
+                });
+                *last_usage = usage;
+            }
+        }
+    }
+}
+
+/// How often at most a running job's counters are written to its document.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Writes a running job's counters to its document when they changed, at most every
+/// [`PROGRESS_EVERY`] (one CAS per period, not per event); fenced by the lease epoch. Ends
+/// when the attempt drops its counters, or is aborted.
+async fn flush_progress(
+    store: wf_store::Store,
+    aid: String,
+    job: String,
+    epoch: u64,
+    mut progress: tokio::sync::watch::Receiver<wf_core::model::JobProgress>,
+) {
+    while progress.changed().await.is_ok() {
+        let now = progress.borrow_and_update().clone();
+        let written = store
+            .update(&aid, |d| chain::note_progress(d, epoch, &job, &now))
+            .await;
+        if let Err(UpdateError::Refused(_)) = written {
+            return;
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
 }
 
 /// The prompt, the harness and the command of an attempt, or the verdict of an attempt that

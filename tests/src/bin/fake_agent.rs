@@ -181,6 +181,14 @@ fn step(agent: &Agent, step: &Value) {
             };
             std::thread::sleep(Duration::from_millis(ms));
         }
+        // Wait (at most a minute) until a file exists: the test decides when the run goes on.
+        "waitFile" => {
+            let path = Path::new(arg.as_str().expect("path"));
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !path.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
