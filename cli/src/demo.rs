@@ -154,6 +154,7 @@ async fn drive(config: config::Config) -> Result<Assignment> {
     let opts = Options {
         config,
         wf_dir: wf_runner::env::find_wf_dir(),
+        http: None,
     };
     let runner = tokio::spawn(daemon::run(opts, signals));
     let result = async {

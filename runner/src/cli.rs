@@ -26,6 +26,10 @@ struct Args {
     /// Config file (default: $WF_CONFIG, else .wf/config.json here or in a parent directory).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Serve the dashboard at this address (e.g. 127.0.0.1:8787); an address that is not
+    /// loopback needs a token in $WF_HTTP_TOKEN. Overrides the config's `http`.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 /// The `wf-runner` entry point.
@@ -45,6 +49,13 @@ pub fn main_impl() -> ExitCode {
         ))
         .with_target(false)
         .init();
+    if let Some(addr) = args.http {
+        let token = std::env::var(crate::http::TOKEN_ENV).ok();
+        if let Err(e) = crate::http::check_address(addr, token.as_deref()) {
+            eprintln!("wf-runner: error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    }
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -87,6 +98,7 @@ pub fn main_impl() -> ExitCode {
         let opts = Options {
             config,
             wf_dir: crate::env::find_wf_dir(),
+            http: args.http,
         };
         daemon::run(opts, rx).await
     });

@@ -14,6 +14,7 @@
 //! - [`workspace`]: worktrees, branches and the runner's commits; [`git`]: git through the
 //!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST);
 //!   [`rollback`]: `wf rollback`.
+//! - [`http`]: the dashboard (`--http`): its page, and the protocol over a WebSocket.
 //! - [`live`]: the numbered live events of running attempts, their followers, NATS.
 //! - [`main_impl`]: the `wf-runner` binary.
 
@@ -24,6 +25,7 @@ pub mod env;
 pub mod forge;
 pub mod git;
 pub mod guard;
+pub mod http;
 pub mod live;
 pub mod liveness;
 pub mod ops;

@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Envelope, Request, Response, Welcome, PROTOCOL_VERSION};
@@ -61,7 +62,14 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn ws_config() -> WebSocketConfig {
+/// What a session may run over.
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(api::MAX_MESSAGE))
         .max_frame_size(Some(api::MAX_MESSAGE))
@@ -113,7 +121,18 @@ async fn connection(
     state: Arc<ServerState>,
     shutdown: CancellationToken,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await?;
+    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await?;
+    session(ws, state, shutdown).await
+}
+
+/// One session of the control protocol over an accepted WebSocket (the Unix socket's, or the
+/// dashboard's).
+// Long: the protocol's one loop: hello, then requests, watches and event streams.
+pub(crate) async fn session<S: Stream>(
+    mut ws: WebSocketStream<S>,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut greeted = false;
     loop {
         let msg = tokio::select! {
@@ -187,8 +206,8 @@ async fn connection(
 }
 
 /// Serves a watch: the current document(s), then every new version, until the client leaves.
-async fn watch(
-    mut ws: tokio_tungstenite::WebSocketStream<UnixStream>,
+async fn watch<S: Stream>(
+    mut ws: WebSocketStream<S>,
     state: &ServerState,
     id: u64,
     assignment: Option<String>,
@@ -240,13 +259,12 @@ async fn watch(
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<UnixStream>;
 type WsResult = Result<(), tokio_tungstenite::tungstenite::Error>;
 
 /// Serves an `events` request: the attempt's events (or transcript lines) from the file, then,
 /// when following a running attempt, each new one until its exit; `end` last.
-async fn events(
-    mut ws: Ws,
+async fn events<S: Stream>(
+    mut ws: WebSocketStream<S>,
     state: &ServerState,
     id: u64,
     request: api::Events,
@@ -335,8 +353,8 @@ async fn subscribe_when_started(
 }
 
 /// Serves a transcript's lines: what is written, then (following) each line as it is written.
-async fn raw_lines(
-    mut ws: Ws,
+async fn raw_lines<S: Stream>(
+    mut ws: WebSocketStream<S>,
     id: u64,
     transcript: &Path,
     mut sub: Option<crate::live::Subscription>,

@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 use wf_tests::Bins;
 
 mod cli;
+mod dashboard;
 mod e2e;
 mod faults;
 mod fuzz;

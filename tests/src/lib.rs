@@ -48,6 +48,7 @@ pub struct TestEnv {
     nats: Option<(String, String)>,
     /// Extra environment per runner number (e.g. a faked clock).
     runner_env: HashMap<usize, Vec<(String, String)>>,
+    runner_args: HashMap<usize, Vec<String>>,
 }
 
 /// Runs `git -C dir args…` and returns its trimmed stdout; panics with its stderr when it
@@ -135,6 +136,7 @@ impl TestEnv {
             runners_started: 0,
             nats,
             runner_env: HashMap::new(),
+            runner_args: HashMap::new(),
         }
     }
 
@@ -272,6 +274,12 @@ impl TestEnv {
         std::fs::write(self.root.join(".wf/config.json"), config.to_string()).expect("config");
     }
 
+    /// Sets extra arguments for runner `n`, used from its next start.
+    pub fn set_runner_args(&mut self, n: usize, args: &[&str]) {
+        self.runner_args
+            .insert(n, args.iter().map(|a| a.to_string()).collect());
+    }
+
     /// Sets extra environment for runner `n`, used from its next start.
     pub fn set_runner_env(&mut self, n: usize, vars: &[(&str, &str)]) {
         self.runner_env.insert(
@@ -338,6 +346,9 @@ impl TestEnv {
             if k.to_string_lossy().starts_with("WF_") && k != "WF_LOG" {
                 cmd.env_remove(k);
             }
+        }
+        if let Some(args) = self.runner_args.get(&n) {
+            cmd.args(args);
         }
         if let Some(vars) = self.runner_env.get(&n) {
             cmd.envs(vars.iter().map(|(k, v)| (k, v)));

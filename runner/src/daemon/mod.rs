@@ -41,6 +41,8 @@ pub struct Options {
     pub config: Config,
     /// The directory holding the `wf` binary, put first on the agents' `PATH`.
     pub wf_dir: Option<PathBuf>,
+    /// Where to serve the dashboard, if anywhere.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// What every unit task shares.
@@ -121,6 +123,25 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         redactor,
     });
     let server_stop = CancellationToken::new();
+    if let Some(addr) = opts.http {
+        let token = std::env::var(crate::http::TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let listener = crate::http::bind(addr, token.as_deref()).await?;
+        let state = Arc::new(crate::server::ServerState {
+            store: store.clone(),
+            config: config.clone(),
+            runner_id: ctx.runner_id.clone(),
+            hub: ctx.hub.clone(),
+        });
+        tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard");
+        tokio::spawn(crate::http::serve(
+            listener,
+            state,
+            token,
+            server_stop.clone(),
+        ));
+    }
     let queue = startup::listen(&ctx, server_stop.clone()).await?;
     let mut scheduler = scheduler::Scheduler::new(ctx, docs, queue);
     let result = scheduler.run(changes, &mut signals).await;

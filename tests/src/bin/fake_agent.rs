@@ -265,6 +265,19 @@ fn step(agent: &Agent, step: &Value) {
                 std::process::exit(1);
             }
         }
+        // {"firstTime": {"marker": path, "first": [wf args], "later": [wf args]}}: the first
+        // run (no marker file yet) runs `first` and leaves the marker; later runs run `later`.
+        "firstTime" => {
+            let marker = Path::new(arg["marker"].as_str().expect("marker"));
+            let cmd = if marker.exists() {
+                &arg["later"]
+            } else {
+                &arg["first"]
+            };
+            std::fs::write(marker, "").expect("marker");
+            let (ok, _) = wf(agent, &strings(cmd));
+            assert!(ok, "the command failed");
+        }
         // As a PM: map the reviewed jobs' type (or "failed") to a wf command, and run it.
         "decide" => {
             let me = env("WF_JOB_ID");
