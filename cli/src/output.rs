@@ -145,6 +145,8 @@ pub(crate) fn assignments(docs: &[Assignment], now: Millis) -> String {
         "JOBS",
         "PRI",
         "MODE",
+        "TIME",
+        "TOKENS",
         "COST",
         "CREATED",
     ]);
@@ -161,6 +163,8 @@ pub(crate) fn assignments(docs: &[Assignment], now: Millis) -> String {
             } else {
                 "sequential"
             }),
+            Cell::new(assignment_duration(d, now)),
+            Cell::new(tokens(&d.usage)),
             Cell::new(cost(&d.usage)),
             Cell::new(ago(d.created_at, now)),
         ]);
@@ -168,9 +172,26 @@ pub(crate) fn assignments(docs: &[Assignment], now: Millis) -> String {
     t.to_string()
 }
 
+/// From the first job's start to now (or to the last change, once complete).
+fn assignment_duration(d: &Assignment, now: Millis) -> String {
+    match (d.started_at, d.status) {
+        (Some(s), AssignmentStatus::Complete) => duration(d.updated_at.saturating_sub(s)),
+        (Some(s), _) => duration(now.saturating_sub(s)),
+        (None, _) => "-".into(),
+    }
+}
+
+/// Input + output tokens, "-" for none.
+fn tokens(u: &Usage) -> String {
+    match u.input_tokens + u.output_tokens {
+        0 => "-".into(),
+        n => n.to_string(),
+    }
+}
+
 fn jobs_table(jobs: &[Job], now: Millis, with_assignment: bool) -> Table {
     let mut headers = vec![
-        "#", "JOB", "TYPE", "HARNESS", "STATUS", "TRY", "TIME", "COST", "NOTE",
+        "#", "JOB", "TYPE", "HARNESS", "STATUS", "TRY", "TIME", "TOKENS", "COST", "NOTE",
     ];
     if with_assignment {
         headers.insert(1, "ASSIGNMENT");
@@ -201,6 +222,7 @@ fn jobs_table(jobs: &[Job], now: Millis, with_assignment: bool) -> Table {
             job_status(j),
             Cell::new(j.attempt),
             Cell::new(job_duration(j, now)),
+            Cell::new(tokens(&j.usage)),
             Cell::new(cost(&j.usage)),
             Cell::new(one_line(note.trim_end_matches("; "), 70)),
         ];

@@ -49,13 +49,6 @@ pub fn main_impl() -> ExitCode {
         ))
         .with_target(false)
         .init();
-    if let Some(addr) = args.http {
-        let token = std::env::var(crate::http::TOKEN_ENV).ok();
-        if let Err(e) = crate::http::check_address(addr, token.as_deref()) {
-            eprintln!("wf-runner: error: {e}");
-            return ExitCode::from(exit::CONFIG);
-        }
-    }
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => {
@@ -70,6 +63,14 @@ pub fn main_impl() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
+    let http = args.http.or(config.http_listen);
+    if let Some(addr) = http {
+        let token = std::env::var(crate::http::TOKEN_ENV).ok();
+        if let Err(e) = crate::http::check_address(addr, token.as_deref()) {
+            eprintln!("wf-runner: error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,7 +99,7 @@ pub fn main_impl() -> ExitCode {
         let opts = Options {
             config,
             wf_dir: crate::env::find_wf_dir(),
-            http: args.http,
+            http,
         };
         daemon::run(opts, rx).await
     });

@@ -104,6 +104,22 @@ async fn connection(
         "/" | "/index.html" => respond(&mut stream, 200, "text/html; charset=utf-8", INDEX).await,
         "/app.js" => respond(&mut stream, 200, "text/javascript; charset=utf-8", APP_JS).await,
         "/app.css" => respond(&mut stream, 200, "text/css; charset=utf-8", APP_CSS).await,
+        "/metrics" => {
+            if let Err(why) = request.authorised(token.as_deref()) {
+                return respond(&mut stream, 403, "text/plain", &format!("{why}\n")).await;
+            }
+            let docs = state.store.list().await.unwrap_or_default();
+            let text = state
+                .metrics
+                .render(&state.runner_id, state.hub.running(), &docs);
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &text,
+            )
+            .await
+        }
         "/ws" => {
             if let Err(why) = request.may_upgrade(local, token.as_deref()) {
                 tracing::warn!(%why, "dashboard WebSocket refused");
@@ -214,19 +230,30 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether the request carries the token, when one is set: `?token=` or
+    /// `Authorization: Bearer` (a scraper).
+    fn authorised(&self, token: Option<&str>) -> Result<(), String> {
+        let Some(want) = token else { return Ok(()) };
+        let bearer = self
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "));
+        let given = self
+            .query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .or(bearer)
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), want.as_bytes()) {
+            Ok(())
+        } else {
+            Err("a token is required: open the dashboard with ?token=…".into())
+        }
+    }
+
     /// Whether this upgrade may be accepted: the right token, this server's host, the page's
     /// origin (or none: not a browser).
     fn may_upgrade(&self, local: Option<SocketAddr>, token: Option<&str>) -> Result<(), String> {
-        if let Some(want) = token {
-            let given = self
-                .query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
-                return Err("a token is required: open the dashboard with ?token=…".into());
-            }
-        }
+        self.authorised(token)?;
         let host = self
             .header("host")
             .ok_or("the request has no Host header")?;

@@ -15,6 +15,7 @@
 //!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST);
 //!   [`rollback`]: `wf rollback`.
 //! - [`http`]: the dashboard (`--http`): its page, and the protocol over a WebSocket.
+//! - [`metrics`]: what this runner counted, in the Prometheus text format.
 //! - [`live`]: the numbered live events of running attempts, their followers, NATS.
 //! - [`main_impl`]: the `wf-runner` binary.
 
@@ -28,6 +29,7 @@ pub mod guard;
 pub mod http;
 pub mod live;
 pub mod liveness;
+pub mod metrics;
 pub mod ops;
 pub mod paths;
 pub mod process;

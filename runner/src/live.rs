@@ -86,6 +86,11 @@ impl Hub {
         })
     }
 
+    /// How many attempts run here now.
+    pub fn running(&self) -> usize {
+        self.channels.lock().expect("hub lock").len()
+    }
+
     /// Changes whenever an attempt opens.
     pub fn opened(&self) -> watch::Receiver<u64> {
         self.opened.subscribe()

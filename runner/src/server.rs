@@ -33,6 +33,8 @@ pub struct ServerState {
     pub runner_id: String,
     /// The running attempts' live events.
     pub hub: Arc<crate::live::Hub>,
+    /// What the runner counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Binds the socket at `path` with mode 0600, replacing a stale socket of a dead runner.

@@ -114,6 +114,41 @@ fn the_dashboard_shows_work_live_and_unblocks_it_in_a_real_browser() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
     let errors = rt.block_on(page.console_errors());
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
+
+    // The runner's metrics count what it ran: the plan and two PMs, once each.
+    let metrics = get(port, "/metrics");
+    assert!(
+        metrics.starts_with("HTTP/1.1 200") && metrics.contains("text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    for want in [
+        "wf_jobs_running{runner=",
+        "type=\"plan\",harness=\"claude\",outcome=\"complete\"} 1",
+        "type=\"pm\",harness=\"claude\",outcome=\"complete\"} 2",
+        "wf_job_duration_seconds_count{runner=",
+        "wf_spawn_seconds_bucket{",
+        "wf_fleet_assignments_blocked 0",
+    ] {
+        assert!(metrics.contains(want), "no {want:?} in:\n{metrics}");
+    }
+    let spawns = metrics
+        .lines()
+        .find(|l| l.starts_with("wf_spawn_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap();
+    assert_eq!(spawns, "3", "{metrics}");
+    assert!(metrics.ends_with('\n'));
+}
+
+/// A plain HTTP/1.1 GET to the dashboard; the whole answer.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

@@ -186,6 +186,8 @@ pub struct Config {
     pub loop_limit: Option<u32>,
     /// The largest stored document, in bytes.
     pub max_document_bytes: usize,
+    /// Where the runner serves the dashboard, if anywhere (`--http` overrides it).
+    pub http_listen: Option<std::net::SocketAddr>,
     /// Where assignments' work happens.
     pub workspace: WorkspaceConfig,
     /// Verification steps (`None`: detected from the repository).

@@ -74,6 +74,9 @@ pub struct RawConfig {
     /// then blocks the assignment instead of running its job again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_document_bytes: Option<usize>,
+    /// Where `wf-runner` serves the dashboard (`host:port`); not served when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
     /// Where assignments' work happens: a git worktree per assignment, or in place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<super::RawWorkspace>,
@@ -239,6 +242,7 @@ impl Config {
             budgets: Some(self.budgets.clone()),
             loop_limit: Some(self.loop_limit.unwrap_or(0)),
             max_document_bytes: Some(self.max_document_bytes),
+            http_listen: self.http_listen.map(|a| a.to_string()),
             workspace: Some(self.workspace.to_raw()),
             verify: self
                 .verify

@@ -78,6 +78,12 @@ fn resolve_sections(raw: &RawConfig, file: Option<PathBuf>, root: &Path) -> Resu
             Some(0) => None,
             Some(n) => Some(n),
         },
+        http_listen: match &raw.http_listen {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|e| {
+                format!("httpListen: {a:?} is not an address like 127.0.0.1:8787 ({e})")
+            })?),
+        },
         max_document_bytes: match raw.max_document_bytes {
             None => DEFAULT_MAX_DOCUMENT_BYTES,
             Some(n) if n < MIN_DOCUMENT_BYTES => {

@@ -190,3 +190,17 @@ fn root_of_a_config_inside_dot_wf_is_its_parent() {
         PathBuf::from("/p/conf")
     );
 }
+
+#[test]
+fn the_dashboard_address_is_checked() {
+    let c = parse(r#"{"httpListen": "127.0.0.1:8787"}"#).unwrap();
+    assert_eq!(c.http_listen, Some("127.0.0.1:8787".parse().unwrap()));
+    assert_eq!(parse("{}").unwrap().http_listen, None);
+    let err = parse(r#"{"httpListen": "localhost"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("httpListen") && err.contains("localhost"),
+        "{err}"
+    );
+}

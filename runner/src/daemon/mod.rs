@@ -66,6 +66,8 @@ struct Ctx {
     hub: Arc<crate::live::Hub>,
     /// What must never reach an event or a transcript.
     redactor: Arc<wf_core::live::Redactor>,
+    /// What this runner counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -121,6 +123,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         remote,
         hub: Arc::new(crate::live::Hub::default()),
         redactor,
+        metrics: Arc::default(),
     });
     let server_stop = CancellationToken::new();
     if let Some(addr) = opts.http {
@@ -133,6 +136,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
             config: config.clone(),
             runner_id: ctx.runner_id.clone(),
             hub: ctx.hub.clone(),
+            metrics: ctx.metrics.clone(),
         });
         tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard");
         tokio::spawn(crate::http::serve(

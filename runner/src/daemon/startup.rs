@@ -181,6 +181,7 @@ pub(super) async fn listen(
                 config: config.clone(),
                 runner_id: runner_id.clone(),
                 hub: ctx.hub.clone(),
+                metrics: ctx.metrics.clone(),
             });
             tokio::spawn(server::serve(listener, state, server_stop));
             tracing::info!(

@@ -415,24 +415,24 @@ async fn attempt(
         &job_env(ctx, doc, job),
         &limits,
         stop.token(),
-        |pid| tracing::info!(assignment = %doc.id, job = %job.id, job_type = %job.job_type, harness = %job.harness, attempt = job.attempt, pid, "agent started"),
+        |pid| spawned(ctx, doc, job, pid),
         |line| {
             let parsed = match line {
                 Line::Text(text) => {
-                    let clean = publisher.redactor().redact(text);
-                    if let Some(t) = transcript.as_mut() {
-                        // One write per line, unbuffered: a kill -9 of the runner loses none of
-                        // it (the usage of an abandoned attempt is read back from it).
-                        // Why: a full disk must not fail the job; the transcript is a copy.
-                        let _ = t.write_all(format!("{clean}\n").as_bytes());
-                    }
-                    publisher.raw_line(&clean);
+                    keep_line(&mut publisher, transcript.as_mut(), text);
                     harness::parse_line(format, text)
                 }
                 Line::Invalid(why) => Parsed::Malformed(why),
             };
             log.push(&parsed);
-            publish(&mut publisher, &parsed, &log, &mut last_usage, model.as_deref(), &ctx.config.prices);
+            publish(
+                &mut publisher,
+                &parsed,
+                &log,
+                &mut last_usage,
+                model.as_deref(),
+                &ctx.config.prices,
+            );
             if harness::is_terminal(&parsed) {
                 Flow::Terminal
             } else {
@@ -453,10 +453,7 @@ async fn attempt(
             }
         }
     };
-    tracing::info!(
-        assignment = %doc.id, job = %job.id, outcome = ?verdict.outcome, detail = verdict.detail.as_deref().unwrap_or(""),
-        secs = started.elapsed().as_secs_f32(), "agent finished"
-    );
+    finished(ctx, doc, job, harness_cfg, &verdict, started.elapsed());
     publisher
         .finish(LiveKind::Exit {
             outcome: outcome_text(&verdict.outcome),
@@ -466,6 +463,34 @@ async fn attempt(
         })
         .await;
     Attempted::Done(verdict, log.session_id)
+}
+
+/// Writes one line of the agent's stream, redacted, to the transcript and to raw followers.
+fn keep_line(publisher: &mut live::Publisher, transcript: Option<&mut std::fs::File>, text: &str) {
+    let clean = publisher.redactor().redact(text);
+    if let Some(t) = transcript {
+        // One write per line, unbuffered: a kill -9 of the runner loses none of it (the usage
+        // of an abandoned attempt is read back from it).
+        // Why: a full disk must not fail the job; the transcript is a copy.
+        let _ = t.write_all(format!("{clean}\n").as_bytes());
+    }
+    publisher.raw_line(&clean);
+}
+
+/// An attempt ended with a verdict: logged and counted.
+fn finished(
+    ctx: &Ctx,
+    doc: &Assignment,
+    job: &Job,
+    harness_cfg: &HarnessConfig,
+    verdict: &Verdict,
+    ran: Duration,
+) {
+    tracing::info!(
+        assignment = %doc.id, job = %job.id, outcome = ?verdict.outcome, detail = verdict.detail.as_deref().unwrap_or(""),
+        secs = ran.as_secs_f32(), "agent finished"
+    );
+    count_finished(ctx, job, harness_cfg, verdict, ran);
 }
 
 /// Keeps the end of what the agent wrote on stderr next to its transcript.
@@ -533,6 +558,45 @@ fn limits_of(ctx: &Ctx, job: &Job) -> Limits {
         ctx.config.kill_grace,
     )
     .with_marker(marker)
+}
+
+/// An agent started: counted (claim to spawn) and logged.
+fn spawned(ctx: &Ctx, doc: &Assignment, job: &Job, pid: u32) {
+    let claimed = job.started_at.unwrap_or_else(now_ms);
+    ctx.metrics
+        .spawned(now_ms().saturating_sub(claimed) as f64 / 1000.0);
+    tracing::info!(assignment = %doc.id, job = %job.id, job_type = %job.job_type, harness = %job.harness, attempt = job.attempt, pid, "agent started");
+}
+
+/// Counts a finished attempt in the runner's metrics.
+fn count_finished(
+    ctx: &Ctx,
+    job: &Job,
+    harness_cfg: &HarnessConfig,
+    verdict: &Verdict,
+    ran: Duration,
+) {
+    let (outcome, reason) = match &verdict.outcome {
+        Outcome::Complete => ("complete", None),
+        Outcome::Failed(r) => ("failed", Some(r.to_string())),
+        Outcome::RetryAt(_) => ("paused", None),
+        Outcome::Requeue => ("interrupted", None),
+    };
+    let job_type = job.job_type.to_string();
+    let model = job
+        .model
+        .as_deref()
+        .or(harness_cfg.model.as_deref())
+        .unwrap_or("unknown");
+    ctx.metrics.finished(&crate::metrics::Finished {
+        job_type: &job_type,
+        harness: &job.harness,
+        model,
+        outcome,
+        reason,
+        seconds: ran.as_secs_f64(),
+        usage: &verdict.usage,
+    });
 }
 
 /// How an outcome reads in events and commit messages.
