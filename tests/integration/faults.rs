@@ -1026,6 +1026,23 @@ fn usage_of_an_attempt_lost_with_its_runner_is_recovered_from_its_transcript() {
     env.start_runner();
     let ids = env.create_started("lost", 1, "plan");
     env.wait_records("records", 1, LONG);
+    // The runner has written the turns to the transcript (it reads the agent's stream on its
+    // own time): then the kill.
+    let doc = env.assignment(&ids[0]);
+    let transcript = env
+        .root
+        .join(".wf/transcripts")
+        .join(&ids[0])
+        .join(format!("{}-1.jsonl", doc.jobs[0].id));
+    let deadline = Instant::now() + LONG;
+    while !std::fs::read_to_string(&transcript).is_ok_and(|t| t.contains("\"m2\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "the turns never reached {}",
+            transcript.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let killed = Instant::now();
     env.signal_runner(libc::SIGKILL);
     env.start_runner();
