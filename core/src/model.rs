@@ -371,12 +371,12 @@ pub struct Note {
 /// The newest schema version of the [`Assignment`] documents this wf reads and writes.
 /// Version 2 added `archive`, `workspace`, `forge`, `budget.maxReviewCycles`, the jobs' `commits` and `checks`, and the failure
 /// reasons `verification` and `workspace`; a document is written at 2 only once it uses one.
-/// Version 3 added the jobs' live `progress`.
+/// Version 3 added the jobs' live `progress`; version 4 the `outbox` of notifications.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
 /// the stored shape bumps it; a document with a newer version is left alone — not claimed,
 /// not written, listed by `wf doctor` — by a wf that reads only older ones.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Documents written before the field existed are version 1.
 fn first_schema_version() -> u32 {
@@ -439,6 +439,87 @@ pub struct Assignment {
     /// The forge issue it works on and the pull request it became.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeLink>,
+    /// Notifications recorded by the write that caused them and not yet delivered
+    /// (`wf_core::chain::notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Notice>,
+}
+
+string_enum! {
+    /// What a notification is about.
+    NotifyEvent {
+        /// The assignment became complete.
+        Complete => "complete",
+        /// The assignment became blocked: a human must act.
+        Blocked => "blocked",
+        /// A job ended failed (not paused, not cancelled).
+        JobFailed => "job_failed",
+    }
+}
+
+impl NotifyEvent {
+    /// The `event` field of the payload and the `X-Wf-Event` header.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            NotifyEvent::Complete => "assignment.completed",
+            NotifyEvent::Blocked => "assignment.blocked",
+            NotifyEvent::JobFailed => "job.failed",
+        }
+    }
+}
+
+/// A notification waiting in an assignment's outbox: what happened, as it was when it did,
+/// and how far its delivery got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notice {
+    /// Stable across retries and runners: the assignment, the document version whose write
+    /// caused it, the event (and the job).
+    pub id: String,
+    /// What happened.
+    pub event: NotifyEvent,
+    /// When.
+    pub at: Millis,
+    /// The blocked reason, or the job's failure reason and detail (cut).
+    pub reason: Option<String>,
+    /// The job, for `job_failed`.
+    pub job: Option<NoticeJob>,
+    /// What the assignment had spent then.
+    pub cost_usd: Option<f64>,
+    /// The hooks (by key) that are done with it: delivered, or refused for good.
+    pub delivered: Vec<String>,
+    /// The runner delivering it, until when.
+    pub claim: Option<NoticeClaim>,
+    /// Delivery rounds that ended with a hook still failing.
+    pub failed_rounds: u32,
+    /// Not before this instant (after a failed round).
+    pub retry_at: Option<Millis>,
+}
+
+/// The job a `job_failed` notice is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticeJob {
+    /// Its id.
+    pub id: String,
+    /// Its type.
+    pub job_type: JobType,
+    /// Its harness.
+    pub harness: String,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Why it failed.
+    pub failure_reason: Option<FailureReason>,
+}
+
+/// Who is delivering a notice: it stays theirs until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticeClaim {
+    /// The runner.
+    pub runner_id: String,
+    /// Another runner may take it over after this instant.
+    pub until: Millis,
 }
 
 /// An assignment's place on the forge.
@@ -546,6 +627,9 @@ impl Assignment {
     /// The oldest schema version that can hold this document: 2 once it uses a field that
     /// version 2 added (`archive`), else 1. The store writes at least this version.
     pub fn required_schema_version(&self) -> u32 {
+        if !self.outbox.is_empty() {
+            return 4;
+        }
         if self.jobs.iter().any(|j| j.progress.is_some()) {
             return 3;
         }

@@ -226,7 +226,7 @@ impl Backend {
                     match SledStore::open(path, &config.namespace, Duration::ZERO) {
                         Ok(store) => {
                             let store = Store::Sled(store);
-                            store.set_max_document(config.max_document_bytes);
+                            store.configure(config);
                             return Ok(Backend::Direct {
                                 store,
                                 config: Box::new(config.clone()),
@@ -245,7 +245,7 @@ impl Backend {
                         .await
                         .map_err(|e| OpError::Unavailable(e.to_string()))?;
                 let store = Store::Nats(store);
-                store.set_max_document(config.max_document_bytes);
+                store.configure(config);
                 Ok(Backend::Direct {
                     store,
                     config: Box::new(config.clone()),

@@ -16,6 +16,7 @@
 //!   [`rollback`]: `wf rollback`.
 //! - [`http`]: the dashboard (`--http`): its page, and the protocol over a WebSocket.
 //! - [`metrics`]: what this runner counted, in the Prometheus text format.
+//! - [`notify`]: delivering the notifications recorded in assignments' outboxes.
 //! - [`live`]: the numbered live events of running attempts, their followers, NATS.
 //! - [`main_impl`]: the `wf-runner` binary.
 
@@ -30,6 +31,7 @@ pub mod http;
 pub mod live;
 pub mod liveness;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod process;

@@ -18,7 +18,8 @@ pub mod wakeup;
 
 use tokio::sync::broadcast;
 
-use wf_core::chain::{self, LeaseView, Readiness};
+use wf_core::chain::{self, LeaseView, NotifySet, Readiness};
+use wf_core::clock::now_ms;
 use wf_core::model::{Assignment, SCHEMA_VERSION};
 
 /// A store failure.
@@ -271,6 +272,34 @@ impl Store {
         }
     }
 
+    /// Applies what the configuration says about writes: the largest document
+    /// (`maxDocumentBytes`) and the notifications writes record (`notify`).
+    pub fn configure(&self, config: &wf_core::config::Config) {
+        self.set_max_document(config.max_document_bytes);
+        self.set_notify(wf_core::config::notify_set(&config.notify));
+    }
+
+    /// Which notifications writes record in the documents' outboxes (config `notify`: the
+    /// events some hook wants; none by default).
+    pub fn set_notify(&self, events: NotifySet) {
+        self.notify_bits()
+            .store(events.bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn notify_set(&self) -> NotifySet {
+        NotifySet::from_bits(
+            self.notify_bits()
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    fn notify_bits(&self) -> &std::sync::atomic::AtomicU8 {
+        match self {
+            Store::Sled(s) => s.notify(),
+            Store::Nats(s) => s.notify(),
+        }
+    }
+
     /// Writes a blob. Blobs are immutable: writing the same key again must be harmless.
     pub async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
@@ -332,6 +361,8 @@ impl Store {
             let mut doc = current.clone();
             let value = f(&mut doc).map_err(UpdateError::Refused)?;
             doc.version = current.version + 1;
+            // The notice goes in with the change it reports (crash-safe, chain::notify).
+            chain::note_transitions(&current, &mut doc, self.notify_set(), now_ms());
             // A document is written at the version its shape needs (ARCHITECTURE.md).
             doc.schema_version = doc.schema_version.max(doc.required_schema_version());
             let bytes = encode(&doc);

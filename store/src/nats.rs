@@ -58,6 +58,8 @@ struct Inner {
     replicas: usize,
     /// The largest document to write (config), before the server's own limit.
     max_document: std::sync::atomic::AtomicUsize,
+    /// The notifications writes record (`NotifySet` bits; config `notify`).
+    notify: std::sync::atomic::AtomicU8,
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
     events: tokio::sync::OnceCell<stream::Stream>,
@@ -278,6 +280,7 @@ impl NatsStore {
                 max_document: std::sync::atomic::AtomicUsize::new(
                     wf_core::config::DEFAULT_MAX_DOCUMENT_BYTES,
                 ),
+                notify: std::sync::atomic::AtomicU8::new(0),
                 changes,
                 watcher: OnceLock::new(),
                 events: tokio::sync::OnceCell::new(),
@@ -390,6 +393,10 @@ impl NatsStore {
             .max_document
             .load(std::sync::atomic::Ordering::Relaxed)
             .min(server)
+    }
+
+    pub(super) fn notify(&self) -> &std::sync::atomic::AtomicU8 {
+        &self.inner.notify
     }
 
     pub(super) fn set_max_document(&self, bytes: usize) {

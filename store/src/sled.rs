@@ -39,6 +39,8 @@ struct Inner {
     watcher: OnceLock<()>,
     path: PathBuf,
     max_document: std::sync::atomic::AtomicUsize,
+    /// The notifications writes record (`NotifySet` bits; config `notify`).
+    notify: std::sync::atomic::AtomicU8,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -162,6 +164,7 @@ impl SledStore {
                 max_document: std::sync::atomic::AtomicUsize::new(
                     wf_core::config::DEFAULT_MAX_DOCUMENT_BYTES,
                 ),
+                notify: std::sync::atomic::AtomicU8::new(0),
             }),
         })
     }
@@ -227,6 +230,10 @@ impl SledStore {
         self.inner
             .max_document
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn notify(&self) -> &std::sync::atomic::AtomicU8 {
+        &self.inner.notify
     }
 
     pub(super) fn set_max_document(&self, bytes: usize) {

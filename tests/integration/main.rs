@@ -17,6 +17,7 @@ mod faults;
 mod fuzz;
 mod live;
 mod nats;
+mod notify;
 mod process;
 mod real_clis;
 mod store_contract;

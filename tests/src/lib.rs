@@ -22,6 +22,7 @@ use wf_runner::client::{Client, ConnectError};
 
 pub mod cdp;
 pub mod github;
+pub mod webhook;
 
 /// Paths of the binaries under test (from `env!("CARGO_BIN_EXE_…")`).
 #[derive(Debug, Clone)]

@@ -112,6 +112,7 @@ pub fn new_assignment(
         archive: Default::default(),
         workspace: None,
         forge: None,
+        outbox: Vec::new(),
     }
 }
 

@@ -15,7 +15,8 @@
 //! insertion, loop detection), `update` (`wf update-assignment`), `schedule` (readiness,
 //! [`pick`], [`next_wakeup`]), `lease` (claim, renew, dead leases), `budget`, `cancel`
 //! (cancel and retry), `record` (the end of an attempt, the PM and stall rules), `archive`
-//! (old finished jobs out to blobs) and `invariants` ([`check_invariants`]).
+//! (old finished jobs out to blobs), `notify` (the outbox of notifications, filled by the
+//! store's update loop) and `invariants` ([`check_invariants`]).
 
 mod archive;
 mod budget;
@@ -23,6 +24,7 @@ mod cancel;
 mod insert;
 mod invariants;
 mod lease;
+mod notify;
 mod record;
 mod schedule;
 mod update;
@@ -33,6 +35,7 @@ pub use self::cancel::*;
 pub use self::insert::*;
 pub use self::invariants::*;
 pub use self::lease::*;
+pub use self::notify::*;
 pub use self::record::*;
 pub use self::schedule::*;
 pub use self::update::*;

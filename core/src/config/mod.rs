@@ -7,7 +7,7 @@
 //!
 //! `raw` is the file as written; `resolve` turns it into [`Config`]; `harness` holds the
 //! harness kinds and their typed settings; `workspace` the `workspace` and `verify` sections;
-//! `load` finds and reads the file.
+//! `notify` the notification hooks; `load` finds and reads the file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,12 +18,14 @@ use crate::model::{Budget, JobType};
 
 mod harness;
 mod load;
+mod notify;
 mod raw;
 mod resolve;
 mod workspace;
 
 pub use self::harness::*;
 pub use self::load::*;
+pub use self::notify::*;
 pub use self::raw::*;
 pub use self::resolve::*;
 pub use self::workspace::*;
@@ -196,6 +198,8 @@ pub struct Config {
     pub verify_after: Vec<JobType>,
     /// The forge issues come from and pull requests go to.
     pub forge: ForgeConfig,
+    /// Hooks told when an assignment completes or blocks, or a job fails.
+    pub notify: Vec<NotifyHook>,
 }
 
 impl Config {

@@ -89,6 +89,9 @@ pub struct RawConfig {
     /// The forge: where `wf create --issue` reads issues and pull requests are opened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forge: Option<super::RawForge>,
+    /// Hooks run when an assignment completes or blocks, or a job fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<super::RawHook>>,
 }
 
 /// The `store` object.
@@ -250,6 +253,7 @@ impl Config {
                 .map(|v| v.iter().map(super::CheckConfig::to_raw).collect()),
             verify_after: Some(self.verify_after.iter().map(|t| t.to_string()).collect()),
             forge: Some(self.forge.to_raw()),
+            notify: Some(self.notify.iter().map(super::NotifyHook::to_raw).collect()),
             harnesses: Some(
                 self.harnesses
                     .iter()

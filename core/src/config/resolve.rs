@@ -69,6 +69,7 @@ fn resolve_sections(raw: &RawConfig, file: Option<PathBuf>, root: &Path) -> Resu
         verify,
         verify_after,
         forge: super::resolve_forge(raw.forge.as_ref())?,
+        notify: super::resolve_notify(raw.notify.as_ref())?,
         prices: resolve_prices(raw)?,
         retry: resolve_retry(raw)?,
         budgets: validate_budget(raw.budgets.clone().unwrap_or_default())

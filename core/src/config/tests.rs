@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::model::JobType;
+use crate::model::{JobType, NotifyEvent};
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     resolve(
@@ -203,4 +203,76 @@ fn the_dashboard_address_is_checked() {
         err.contains("httpListen") && err.contains("localhost"),
         "{err}"
     );
+}
+
+#[test]
+fn notification_hooks_are_checked_and_round_trip() {
+    let c = parse(
+        r#"{"notify": [
+            {"on": ["complete", "blocked"], "url": "http://127.0.0.1:9/hook", "secretEnv": "WF_HOOK_SECRET"},
+            {"name": "slack", "on": ["blocked"], "urlEnv": "SLACK_URL", "format": "slack"},
+            {"on": ["job_failed"], "command": "cat > /tmp/failed.json", "timeoutMs": 5000}
+        ]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.notify.len(), 3);
+    assert_eq!(c.notify[1].key, "slack");
+    assert!(
+        c.notify[0].key.starts_with("hook-"),
+        "a derived key hides the URL"
+    );
+    let set = notify_set(&c.notify);
+    for e in NotifyEvent::ALL {
+        assert!(set.contains(*e));
+    }
+    assert!(notify_set(&parse("{}").unwrap().notify).is_empty());
+    // The effective config says the same.
+    let again = resolve(c.to_raw(), None, Path::new("/proj/my-repo")).unwrap();
+    assert_eq!(again.notify, c.notify);
+
+    for (text, names) in [
+        (r#"[{"on": [], "url": "http://x"}]"#, "notify[0].on"),
+        (r#"[{"on": ["done"], "url": "http://x"}]"#, "done"),
+        (
+            r#"[{"on": ["complete"]}]"#,
+            "exactly one of url, urlEnv or command",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "http://x", "command": "true"}]"#,
+            "exactly one",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "ftp://x"}]"#,
+            "notify[0].url",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "http://x", "format": "teams"}]"#,
+            "teams",
+        ),
+        (
+            r#"[{"on": ["complete"], "command": "true", "secretEnv": "S"}]"#,
+            "belong to a webhook",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "http://x", "timeoutMs": 5}]"#,
+            "fixed at 10 s",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "http://x", "headers": {"a b": "c"}}]"#,
+            "header name",
+        ),
+        (
+            r#"[{"on": ["complete"], "url": "http://x", "sign": true}]"#,
+            "sign",
+        ),
+        (
+            r#"[{"name": "a", "on": ["complete"], "url": "http://x"}, {"name": "a", "on": ["blocked"], "command": "true"}]"#,
+            "a second hook named",
+        ),
+    ] {
+        let err = parse(&format!(r#"{{"notify": {text}}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(names), "{text}: {err}");
+    }
 }

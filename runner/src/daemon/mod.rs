@@ -68,12 +68,55 @@ struct Ctx {
     redactor: Arc<wf_core::live::Redactor>,
     /// What this runner counted.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Delivers notifications, when some hook is configured.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Ctx {
     fn lease_ms(&self) -> u64 {
         self.config.lease.as_millis() as u64
     }
+}
+
+/// Serves the dashboard on `addr` until `stop`.
+async fn serve_dashboard(
+    ctx: &Arc<Ctx>,
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let token = std::env::var(crate::http::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let listener = crate::http::bind(addr, token.as_deref()).await?;
+    let state = Arc::new(crate::server::ServerState {
+        store: ctx.store.clone(),
+        config: ctx.config.clone(),
+        runner_id: ctx.runner_id.clone(),
+        hub: ctx.hub.clone(),
+        metrics: ctx.metrics.clone(),
+    });
+    tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard");
+    tokio::spawn(crate::http::serve(listener, state, token, stop));
+    Ok(())
+}
+
+/// The notifier, when some hook is configured.
+fn notifier(
+    config: &Config,
+    store: &Store,
+    runner_id: &str,
+) -> anyhow::Result<Option<Arc<crate::notify::Notifier>>> {
+    if config.notify.is_empty() {
+        return Ok(None);
+    }
+    let notifier = crate::notify::Notifier::new(
+        config.notify.clone(),
+        store.clone(),
+        runner_id.to_string(),
+        config.root.clone(),
+    )
+    .context("cannot set up notifications")?;
+    Ok(Some(Arc::new(notifier)))
 }
 
 /// Runs the daemon until the shutdown sequence completes. The first message on `signals`
@@ -112,7 +155,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         config: config.clone(),
-        runner_id,
+        runner_id: runner_id.clone(),
         host: env::hostname(),
         templates,
         base_env: agent_env.base,
@@ -124,27 +167,11 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         hub: Arc::new(crate::live::Hub::default()),
         redactor,
         metrics: Arc::default(),
+        notifier: notifier(&config, &store, &runner_id)?,
     });
     let server_stop = CancellationToken::new();
     if let Some(addr) = opts.http {
-        let token = std::env::var(crate::http::TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty());
-        let listener = crate::http::bind(addr, token.as_deref()).await?;
-        let state = Arc::new(crate::server::ServerState {
-            store: store.clone(),
-            config: config.clone(),
-            runner_id: ctx.runner_id.clone(),
-            hub: ctx.hub.clone(),
-            metrics: ctx.metrics.clone(),
-        });
-        tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard");
-        tokio::spawn(crate::http::serve(
-            listener,
-            state,
-            token,
-            server_stop.clone(),
-        ));
+        serve_dashboard(&ctx, addr, server_stop.clone()).await?;
     }
     let queue = startup::listen(&ctx, server_stop.clone()).await?;
     let mut scheduler = scheduler::Scheduler::new(ctx, docs, queue);

@@ -47,7 +47,17 @@ pub(super) struct Scheduler {
     /// Whether this machine's clock agrees with the fleet's (the NATS server's) closely enough
     /// to judge leases; while it does not, the runner claims nothing.
     clock_ok: bool,
+    /// The notices being delivered (assignment, notice id), and the channel their delivery
+    /// tasks report on.
+    delivering: HashSet<(String, String)>,
+    delivered: (
+        mpsc::UnboundedSender<Delivered>,
+        mpsc::UnboundedReceiver<Delivered>,
+    ),
 }
+
+/// A finished delivery: the assignment, the notice, the last document version written.
+type Delivered = (String, String, Option<Assignment>);
 
 impl Scheduler {
     pub(super) fn new(ctx: Arc<Ctx>, docs: Vec<Assignment>, queue: Option<Wakeups>) -> Self {
@@ -61,7 +71,62 @@ impl Scheduler {
             retry_at: None,
             queue,
             clock_ok: true,
+            delivering: HashSet::new(),
+            delivered: mpsc::unbounded_channel(),
         }
+    }
+
+    /// The next instant the loop must wake for: one a document names, a retry, a settle, a
+    /// notice, a sweep; or the end of the grace period.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        match self.phase {
+            Phase::Running => chain::next_wakeup(self.cache.values(), &self.view())
+                .map(|at| {
+                    tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+                })
+                .into_iter()
+                .chain(self.retry_at)
+                .chain(self.next_settle())
+                .chain(self.next_notice())
+                .chain(self.queue.as_ref().map(Wakeups::next_sweep))
+                .min(),
+            Phase::Draining(deadline) => Some(deadline),
+            Phase::Stopping => None,
+        }
+    }
+
+    /// Starts delivering the notices that are due and not being delivered already.
+    fn start_deliveries(&mut self) {
+        let Some(notifier) = self.ctx.notifier.clone() else {
+            return;
+        };
+        for doc in self.cache.values() {
+            for id in notifier.due(doc) {
+                let key = (doc.id.clone(), id);
+                if !self.delivering.insert(key.clone()) {
+                    continue;
+                }
+                let (notifier, done) = (notifier.clone(), self.delivered.0.clone());
+                tokio::spawn(async move {
+                    let doc = notifier.deliver(&key.0, &key.1).await;
+                    // Why: the scheduler is gone only when the runner is stopping.
+                    let _ = done.send((key.0, key.1, doc));
+                });
+            }
+        }
+    }
+
+    /// When a notice this runner waits for (a retry time, another runner's claim) is due.
+    fn next_notice(&self) -> Option<tokio::time::Instant> {
+        let notifier = self.ctx.notifier.as_ref()?;
+        let now = now_ms();
+        self.cache
+            .values()
+            .filter_map(|d| notifier.next_due(d))
+            .min()
+            .map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now) + 1)
+            })
     }
 
     /// Measures the clock against the NATS server's and decides whether claiming is safe:
@@ -125,24 +190,12 @@ impl Scheduler {
                 } else {
                     self.claim_picked().await;
                 }
+                self.start_deliveries();
             }
             if !matches!(self.phase, Phase::Running) && self.running.is_empty() {
                 return Ok(());
             }
-            let wake = match self.phase {
-                Phase::Running => chain::next_wakeup(self.cache.values(), &self.view())
-                    .map(|at| {
-                        tokio::time::Instant::now()
-                            + Duration::from_millis(at.saturating_sub(now_ms()))
-                    })
-                    .into_iter()
-                    .chain(self.retry_at)
-                    .chain(self.next_settle())
-                    .chain(self.queue.as_ref().map(Wakeups::next_sweep))
-                    .min(),
-                Phase::Draining(deadline) => Some(deadline),
-                Phase::Stopping => None,
-            };
+            let wake = self.next_wake();
             let token = async {
                 match self.queue.as_mut() {
                     Some(q) => q.next().await,
@@ -157,6 +210,12 @@ impl Scheduler {
                         std::future::pending::<()>().await;
                     }
                     self.on_signal();
+                }
+                Some((aid, id, doc)) = self.delivered.1.recv() => {
+                    self.delivering.remove(&(aid, id));
+                    if let Some(doc) = doc {
+                        upsert(&mut self.cache, doc);
+                    }
                 }
                 Some((aid, doc)) = self.done.1.recv() => {
                     self.running.remove(&aid);

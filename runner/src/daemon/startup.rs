@@ -30,7 +30,7 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
             .await
             .context("store opener panicked")??;
             let store = Store::Sled(store);
-            store.set_max_document(config.max_document_bytes);
+            store.configure(config);
             Ok(store)
         }
         StoreConfig::Nats(nats) => {
@@ -38,7 +38,7 @@ pub async fn open_store(config: &Config, wait: Duration) -> anyhow::Result<Store
                 wf_store::nats::NatsStore::connect(nats, &config.namespace, "wf-runner", true)
                     .await?;
             let store = Store::Nats(store);
-            store.set_max_document(config.max_document_bytes);
+            store.configure(config);
             Ok(store)
         }
     }
