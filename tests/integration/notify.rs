@@ -206,7 +206,7 @@ fn a_notice_survives_a_runner_killed_in_the_middle_of_its_request() {
         std::thread::sleep(Duration::from_millis(50));
     }
     record_reliability(
-        "notify::a_notice_survives_a_runner_killed_in_the_middle_of_its_request",
+        "a_notice_survives_a_runner_killed_in_the_middle_of_its_request",
         "kill -9 of the runner while its webhook request for a `blocked` notification waits for an answer",
         "the notice was recorded by the write that blocked the assignment (here wf's own, no runner running); the restarted runner finds it claimed by a dead runner and sends it again with the same id",
         1,
