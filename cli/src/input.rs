@@ -69,28 +69,7 @@ pub(crate) fn read_input(arg: &str, path: &Path) -> Result<String> {
 
 /// "90m", "4h", "3600s", "1500ms", or a number of seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || {
-        Failure::usage(format!(
-            "bad duration {text:?}: use a number with ms, s, m, h or d"
-        ))
-    };
-    let factor = match unit {
-        "" | "s" => 1_000.0,
-        "ms" => 1.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        _ => return Err(bad()),
-    };
-    match num.parse::<f64>() {
-        Ok(n) if n > 0.0 && n.is_finite() => Ok((n * factor) as u64),
-        _ => Err(bad()),
-    }
+    wf_core::clock::parse_duration(text).map_err(Failure::usage)
 }
 
 pub(crate) fn parse_jobs(arg: &str, text: &str) -> Result<Vec<JobSpec>> {

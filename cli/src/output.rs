@@ -55,6 +55,7 @@ fn job_status(j: &Job) -> Cell {
         JobStatus::Complete => Some(Color::Green),
         JobStatus::Failed => Some(Color::Red),
         JobStatus::WaitingRetry => Some(Color::Yellow),
+        JobStatus::Skipped => Some(Color::DarkGrey),
     };
     let text = match (j.status, j.failure_reason) {
         (JobStatus::Failed, Some(r)) => format!("failed ({r})"),

@@ -9,6 +9,8 @@
 //!   branch names from issues, the pull request's title and body.
 //! - [`prompt`]: the prompt templates and their strict rendering; [`verify`]: the checks a
 //!   repository implies and the test counts in their output.
+//! - [`workflow`]: workflow files (TOML), checked and instantiated into the tasks of an
+//!   assignment; what the stored documents keep of them.
 //! - [`harness`]: per agent CLI, the command line of an attempt and the parser of its event
 //!   stream; the one event model, the run log and `judge` (success, failure reason, pause).
 //!
@@ -25,3 +27,4 @@ pub mod live;
 pub mod model;
 pub mod prompt;
 pub mod verify;
+pub mod workflow;

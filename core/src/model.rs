@@ -5,9 +5,6 @@
 //! These types are also the `--json` output of the CLI, so field names are camelCase and
 //! statuses serialise as snake_case strings, exactly once, here.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch.
@@ -33,13 +30,13 @@ macro_rules! string_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
+        impl ::std::str::FromStr for $name {
             type Err = String;
 
             fn from_str(s: &str) -> Result<Self, String> {
@@ -87,6 +84,8 @@ string_enum! {
         Failed => "failed",
         /// Paused by a transient error (rate limit, overload); resumes after `retryAfter`.
         WaitingRetry => "waiting_retry",
+        /// Not run: the PM or a workflow rule skipped it (`task.skipped` says why).
+        Skipped => "skipped",
     }
 }
 
@@ -105,6 +104,8 @@ string_enum! {
         Document => "document",
         /// The PM shadow job that decides what happens next.
         Pm => "pm",
+        /// A workflow's gate: no agent runs; a human (`wf approve`) or a command passes it.
+        Gate => "gate",
     }
 }
 
@@ -129,6 +130,8 @@ string_enum! {
         Verification => "verification",
         /// The runner could not prepare or commit the job's workspace.
         Workspace => "workspace",
+        /// A workflow task's final message said `VERDICT: fail`, or gave no verdict.
+        Verdict => "verdict",
     }
 }
 
@@ -151,7 +154,7 @@ impl JobStatus {
     /// True for statuses that end a job: it will not run again unless retried by a human.
     pub fn is_finished(self) -> bool {
         match self {
-            JobStatus::Complete | JobStatus::Failed => true,
+            JobStatus::Complete | JobStatus::Failed | JobStatus::Skipped => true,
             JobStatus::Pending | JobStatus::Running | JobStatus::WaitingRetry => false,
         }
     }
@@ -247,6 +250,9 @@ pub struct Job {
     /// dropped when its outcome is recorded (its usage stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+    /// Its place in the assignment's workflow, when a workflow made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::workflow::TaskSpec>,
 }
 
 /// What a running attempt did so far, as its event stream tells (written every few seconds
@@ -371,12 +377,14 @@ pub struct Note {
 /// The newest schema version of the [`Assignment`] documents this wf reads and writes.
 /// Version 2 added `archive`, `workspace`, `forge`, `budget.maxReviewCycles`, the jobs' `commits` and `checks`, and the failure
 /// reasons `verification` and `workspace`; a document is written at 2 only once it uses one.
-/// Version 3 added the jobs' live `progress`; version 4 the `outbox` of notifications.
+/// Version 3 added the jobs' live `progress`; version 4 the `outbox` of notifications;
+/// version 5 workflows: the assignment's `workflow`, the jobs' `task`, the job status
+/// `skipped`, the job type `gate` and the failure reason `verdict`.
 ///
 /// The upgrade rule (ARCHITECTURE.md, "Stored documents and rolling upgrades"): any change to
 /// the stored shape bumps it; a document with a newer version is left alone — not claimed,
 /// not written, listed by `wf doctor` — by a wf that reads only older ones.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Documents written before the field existed are version 1.
 fn first_schema_version() -> u32 {
@@ -443,6 +451,9 @@ pub struct Assignment {
     /// (`wf_core::chain::notify`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<Notice>,
+    /// The workflow it was instantiated from, as it was then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow::WorkflowRef>,
 }
 
 string_enum! {
@@ -627,6 +638,15 @@ impl Assignment {
     /// The oldest schema version that can hold this document: 2 once it uses a field that
     /// version 2 added (`archive`), else 1. The store writes at least this version.
     pub fn required_schema_version(&self) -> u32 {
+        let v5_job = |j: &Job| {
+            j.task.is_some()
+                || j.status == JobStatus::Skipped
+                || j.job_type == JobType::Gate
+                || j.failure_reason == Some(FailureReason::Verdict)
+        };
+        if self.workflow.is_some() || self.jobs.iter().any(v5_job) {
+            return 5;
+        }
         if !self.outbox.is_empty() {
             return 4;
         }

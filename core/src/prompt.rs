@@ -135,11 +135,21 @@ pub struct PromptInput<'a> {
     pub wf: &'a str,
 }
 
-/// The jobs whose results job `job` sees: a PM sees those it reviews; any other job sees the
-/// last non-PM unit before it.
+/// The jobs whose results job `job` sees: a PM sees those it reviews; a workflow's task the
+/// tasks it depends on (and, in a loop's later round, the result it answers); any other job
+/// the last non-PM unit before it.
 pub fn previous_jobs<'a>(doc: &'a Assignment, job: &Job) -> Vec<&'a Job> {
     if job.job_type == JobType::Pm {
         return job.reviews.iter().filter_map(|id| doc.job(id)).collect();
+    }
+    // A workflow's task sees the tasks it depends on, and the round it answers.
+    if let Some(task) = &job.task {
+        return task
+            .depends_on
+            .iter()
+            .filter_map(|d| crate::chain::task_job(doc, d))
+            .chain(task.feedback.iter().filter_map(|id| doc.job(id)))
+            .collect();
     }
     let Some(idx) = doc.job_index(&job.id) else {
         return Vec::new();
@@ -270,6 +280,13 @@ fn format_jobs(doc: &Assignment) -> String {
         if let Some(reason) = j.failure_reason {
             line.push_str(&format!(" ({reason})"));
         }
+        if let Some(t) = &j.task {
+            line.push_str(&format!(" [task {}", t.id));
+            if t.round > 1 {
+                line.push_str(&format!(", round {}", t.round));
+            }
+            line.push(']');
+        }
         if j.group_id.is_some() {
             line.push_str(" [parallel group]");
         }
@@ -280,6 +297,49 @@ fn format_jobs(doc: &Assignment) -> String {
         .chain(jobs)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// For a PM: the workflow the assignment follows and the tasks still to run (empty when it
+/// follows none).
+fn workflow_text(doc: &Assignment) -> String {
+    let Some(w) = &doc.workflow else {
+        return String::new();
+    };
+    let left: Vec<String> = doc
+        .jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Pending)
+        .filter_map(|j| {
+            let t = j.task.as_ref()?;
+            let kind = if j.job_type == JobType::Gate {
+                "gate".to_string()
+            } else {
+                j.job_type.to_string()
+            };
+            let deps = if t.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!(", after {}", t.depends_on.join(", "))
+            };
+            Some(format!("- `{}` ({kind}{deps}): job {}", t.id, j.id))
+        })
+        .collect();
+    let params: Vec<String> = w.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "workflow `{}` version {} ({})\ntasks still to run, in order:\n{}",
+        w.name,
+        w.version,
+        if params.is_empty() {
+            "no parameters".to_string()
+        } else {
+            params.join(", ")
+        },
+        if left.is_empty() {
+            "(none)".to_string()
+        } else {
+            left.join("\n")
+        }
+    )
 }
 
 /// Renders the prompt of `input.job`.
@@ -324,6 +384,7 @@ pub fn render(templates: &Templates, input: &PromptInput<'_>) -> Result<String, 
         REVIEWED_TYPE => reviewed_type.map_or("", JobType::as_str),
         REVIEW_FAILED => input.previous.iter().any(|p| p.job.status == JobStatus::Failed),
         REMINDER => job.pm_reminder,
+        WORKFLOW => workflow_text(input.doc),
         BRANCH => input.doc.workspace.as_ref().map_or("", |w| w.branch.as_str()),
         BASE_BRANCH => input.doc.workspace.as_ref().map_or("", |w| w.base_branch.as_str()),
     };

@@ -34,10 +34,16 @@ impl Segment {
 
 /// The next segment of `doc` to archive, if it has one.
 pub fn next_segment(doc: &Assignment) -> Option<Segment> {
+    // Jobs that unfinished tasks depend on (or answer) stay: their status and results are
+    // read when those run.
+    let (tasks, jobs) = super::still_needed(doc);
     let finished_run = doc
         .jobs
         .iter()
         .take_while(|j| j.status.is_finished())
+        .take_while(|j| {
+            !jobs.contains(&j.id) && !j.task.as_ref().is_some_and(|t| tasks.contains(&t.id))
+        })
         .count();
     if finished_run < ARCHIVE_SEGMENT + KEEP_FINISHED {
         return None;

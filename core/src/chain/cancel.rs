@@ -22,7 +22,7 @@ fn cancel_job(job: &mut Job, lease_live: bool, now: Millis) -> Result<(), ChainE
             job.completed_at = Some(now);
             job.retry_after = None;
         }
-        JobStatus::Complete | JobStatus::Failed => {
+        JobStatus::Complete | JobStatus::Failed | JobStatus::Skipped => {
             return Err(ChainError::Invalid(format!(
                 "job {} already finished ({})",
                 job.id, job.status
@@ -114,6 +114,19 @@ pub fn retry(doc: &mut Assignment, job_id: &str, now: Millis) -> Result<(), Chai
     job.retry_after = None;
     job.cancel_requested = false;
     job.pauses = 0;
+    // What depends on a retried task ran without it: it runs again after it.
+    let idx = doc.job_index(job_id).expect("found above");
+    for i in dependents_after(doc, idx) {
+        let dep = &mut doc.jobs[i];
+        dep.status = JobStatus::Pending;
+        dep.failure_reason = None;
+        dep.failure_detail = None;
+        dep.completed_at = None;
+        dep.retry_after = None;
+        if let Some(t) = dep.task.as_mut() {
+            t.skipped = None;
+        }
+    }
     doc.status = AssignmentStatus::Active;
     doc.blocked_reason = None;
     doc.updated_at = now;

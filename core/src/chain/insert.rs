@@ -113,6 +113,7 @@ pub fn new_assignment(
         workspace: None,
         forge: None,
         outbox: Vec::new(),
+        workflow: None,
     }
 }
 
@@ -159,6 +160,7 @@ pub(super) fn job_record(
         commits: None,
         checks: Vec::new(),
         progress: None,
+        task: None,
     }
 }
 

@@ -46,12 +46,13 @@ pub struct Claim {
 pub enum Claimed {
     /// The jobs are this runner's to run.
     Run(Claim),
-    /// A budget of the assignment is spent: it was blocked instead, with this reason.
-    OverBudget(String),
+    /// The unit must not start — a budget is spent, a human gate waits, a task's dependency
+    /// failed — so the assignment was blocked instead, with this reason.
+    Blocked(String),
 }
 
-/// Claims the ready jobs of the current unit for runner `view.me` — or, when starting them
-/// would break a budget, blocks the assignment instead. `None`: nothing to claim. Jobs whose
+/// Claims the ready jobs of the current unit for runner `view.me` — or, when they must not
+/// start (a budget, a human gate, a failed dependency), blocks the assignment instead. `None`: nothing to claim. Jobs whose
 /// earlier attempt was abandoned get what it spent from `recovered`.
 pub fn claim(
     doc: &mut Assignment,
@@ -69,9 +70,9 @@ pub fn claim(
         .iter()
         .filter(|j| job_ids.contains(&j.id))
         .collect();
-    if let Some(reason) = over_budget(doc, &unit, view.now) {
+    if let Some(reason) = stop_before(doc, &unit).or_else(|| over_budget(doc, &unit, view.now)) {
         block(doc, reason.clone(), view.now);
-        return Some(Claimed::OverBudget(reason));
+        return Some(Claimed::Blocked(reason));
     }
     doc.epoch += 1;
     for idx in indices(doc, &job_ids) {

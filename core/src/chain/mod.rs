@@ -16,7 +16,8 @@
 //! [`pick`], [`next_wakeup`]), `lease` (claim, renew, dead leases), `budget`, `cancel`
 //! (cancel and retry), `record` (the end of an attempt, the PM and stall rules), `archive`
 //! (old finished jobs out to blobs), `notify` (the outbox of notifications, filled by the
-//! store's update loop) and `invariants` ([`check_invariants`]).
+//! store's update loop), `workflow` (a workflow's tasks: dependencies, gates, approve, skip,
+//! failure policies, loop rounds) and `invariants` ([`check_invariants`]).
 
 mod archive;
 mod budget;
@@ -28,6 +29,7 @@ mod notify;
 mod record;
 mod schedule;
 mod update;
+mod workflow;
 
 pub use self::archive::*;
 pub use self::budget::*;
@@ -39,6 +41,7 @@ pub use self::notify::*;
 pub use self::record::*;
 pub use self::schedule::*;
 pub use self::update::*;
+pub use self::workflow::*;
 
 /// The reason written when a PM twice ends without deciding anything.
 pub const NO_DECISION_REASON: &str = "PM made no decision";
@@ -88,3 +91,5 @@ pub enum ChainError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workflow_tests;

@@ -137,11 +137,25 @@ fn apply_report(job: &mut Job, report: &AttemptReport, now: Millis) {
             job.status = JobStatus::Complete;
             job.completed_at = Some(now);
         }
-        Outcome::Failed(reason) => {
-            job.status = JobStatus::Failed;
-            job.failure_reason = Some(reason);
-            job.completed_at = Some(now);
-        }
+        Outcome::Failed(reason) => match task_retries(job, reason) {
+            // The task's retry policy runs it again: a pause, not a failure.
+            Some(backoff) => {
+                job.status = JobStatus::WaitingRetry;
+                job.retry_after = Some(now + backoff);
+                job.failure_reason = Some(reason);
+                let detail = job.failure_detail.take().unwrap_or_default();
+                job.failure_detail = Some(format!(
+                    "attempt {} failed ({reason}{}{detail}); retried by the task's policy",
+                    job.attempt,
+                    if detail.is_empty() { "" } else { ": " }
+                ));
+            }
+            None => {
+                job.status = JobStatus::Failed;
+                job.failure_reason = Some(reason);
+                job.completed_at = Some(now);
+            }
+        },
         Outcome::RetryAt(at) => {
             job.status = JobStatus::WaitingRetry;
             job.retry_after = Some(at);
@@ -174,12 +188,21 @@ fn after_unit(doc: &mut Assignment, idx: usize, pm: &NewJob, now: Millis) -> Rec
         return Recorded::UnitEnded;
     }
     if !finished_pm {
+        if passed_gate(doc, &unit) {
+            return Recorded::UnitEnded;
+        }
+        let at = pm_position(doc, unit.end);
+        // A workflow's rules first: a loop's next round goes in after the PM, a failure
+        // under `block` or `abort` stops here.
+        let (active, _) = after_task_unit(doc, unit.clone(), at, now);
+        if !active {
+            return Recorded::UnitEnded;
+        }
         let reviews = doc.jobs[unit.clone()]
             .iter()
             .map(|j| j.id.clone())
             .collect();
         let job = pm_record(doc, pm, reviews, now);
-        let at = pm_position(doc, unit.end);
         doc.jobs.insert(at, job);
         return Recorded::PmInserted(pm.id.clone());
     }

@@ -66,7 +66,7 @@ pub fn readiness(doc: &Assignment, view: &LeaseView<'_>) -> Readiness {
                     wait = Some(wait.map_or(at, |w| w.min(at)));
                 }
             }
-            JobStatus::Complete | JobStatus::Failed => {}
+            JobStatus::Complete | JobStatus::Failed | JobStatus::Skipped => {}
         }
     }
     match (ready.is_empty(), wait) {

@@ -26,7 +26,7 @@ fn claim_run(
 ) -> Option<Claim> {
     match claim(doc, view, host, lease_ms, &Recovered::new())? {
         Claimed::Run(c) => Some(c),
-        Claimed::OverBudget(reason) => panic!("over budget: {reason}"),
+        Claimed::Blocked(reason) => panic!("over budget: {reason}"),
     }
 }
 
@@ -555,7 +555,7 @@ fn budgets_block_instead_of_starting_work() {
     let r = claim(&mut d, &view(5_000), "h", LEASE, &Recovered::new()).unwrap();
     assert_eq!(
         r,
-        Claimed::OverBudget("budget exceeded: 1 jobs started, maxJobs is 1".into())
+        Claimed::Blocked("budget exceeded: 1 jobs started, maxJobs is 1".into())
     );
     assert_eq!(d.status, AssignmentStatus::Blocked);
     assert_eq!(
@@ -588,7 +588,7 @@ fn budgets_block_instead_of_starting_work() {
     assert_eq!(wall_deadline(&d), Some(4_000));
     let r = claim(&mut d, &view(4_000), "h", LEASE, &Recovered::new()).unwrap();
     assert!(
-        matches!(r, Claimed::OverBudget(ref m) if m.contains("maxWallMs")),
+        matches!(r, Claimed::Blocked(ref m) if m.contains("maxWallMs")),
         "{r:?}"
     );
 
@@ -602,7 +602,7 @@ fn budgets_block_instead_of_starting_work() {
     run_unit(&mut d, "p3", Outcome::Complete);
     let r = claim(&mut d, &view(9_000), "h", LEASE, &Recovered::new()).unwrap();
     assert!(
-        matches!(r, Claimed::OverBudget(ref m) if m.contains("1 PM rounds")),
+        matches!(r, Claimed::Blocked(ref m) if m.contains("1 PM rounds")),
         "{r:?}"
     );
 }
@@ -1131,7 +1131,7 @@ fn the_oldest_finished_jobs_are_archived_in_whole_segments() {
     let refused = claim(&mut d2, &view(5_000), "h", LEASE, &Recovered::new());
     let want = format!("{} jobs started", ARCHIVE_SEGMENT + KEEP_FINISHED);
     assert!(
-        matches!(&refused, Some(Claimed::OverBudget(r)) if r.contains(&want)),
+        matches!(&refused, Some(Claimed::Blocked(r)) if r.contains(&want)),
         "{refused:?}"
     );
 }
@@ -1150,7 +1150,7 @@ fn a_fourth_review_blocks_the_assignment_for_a_human() {
     insert(&mut d, "r3", JobType::Review);
     let refused = claim(&mut d, &view(5_000), "h", LEASE, &Recovered::new());
     assert!(
-        matches!(&refused, Some(Claimed::OverBudget(r)) if r.contains("3 review cycles, maxReviewCycles is 3")),
+        matches!(&refused, Some(Claimed::Blocked(r)) if r.contains("3 review cycles, maxReviewCycles is 3")),
         "{refused:?}"
     );
     assert_eq!(d.status, AssignmentStatus::Blocked);

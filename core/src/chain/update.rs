@@ -151,6 +151,13 @@ pub fn update_assignment(
         Some(AssignmentStatus::Complete) => {
             doc.status = AssignmentStatus::Complete;
             doc.blocked_reason = None;
+            skip_rest_on_complete(doc, now);
+        }
+        Some(AssignmentStatus::Active) if waits_at_gate(doc) => {
+            return Err(ChainError::Invalid(format!(
+                "assignment {} waits at a human gate; pass it with `wf approve {} --note \"…\"`",
+                doc.id, doc.id
+            )));
         }
         Some(AssignmentStatus::Active) => {
             doc.status = AssignmentStatus::Active;

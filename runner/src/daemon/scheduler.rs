@@ -485,7 +485,7 @@ impl Scheduler {
                 tokio::spawn(run_unit(ctx, doc, claim, stops, self.done.0.clone(), token));
                 Ok(true)
             }
-            Ok((doc, chain::Claimed::OverBudget(reason))) => {
+            Ok((doc, chain::Claimed::Blocked(reason))) => {
                 tracing::warn!(assignment = %aid, %reason, "blocked instead of starting a job");
                 upsert(&mut self.cache, doc);
                 if let Some(token) = token {
