@@ -33,10 +33,6 @@ pub(crate) struct JsonFlag {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one value per process, parsed once; boxing would only obscure the clap derive"
-)]
 pub(crate) enum Command {
     /// The commands that work on the store (through the runner, or directly).
     #[command(flatten)]
@@ -45,6 +41,9 @@ pub(crate) enum Command {
     Doctor(DoctorArgs),
     /// Run the whole loop offline with a simulated agent, in a throwaway directory.
     Demo(DemoArgs),
+    /// Workflow files: check one, list those wf sees, show one's plan.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// The simulated agent used by `wf demo` (speaks Claude's stream-json).
     #[command(hide = true)]
     SimulateAgent,
@@ -67,8 +66,14 @@ pub(crate) enum StoreCommand {
     Jobs(JobsArgs),
     /// Stop an assignment's running jobs, or one job, and block the assignment.
     Cancel(CancelArgs),
-    /// Put a failed or cancelled job back in the queue, in place, and resume its assignment.
+    /// Put a failed or cancelled job back in the queue, in place, and resume its assignment
+    /// (a workflow task's finished dependents run again after it).
     Retry(RetryArgs),
+    /// Pass the human gate an assignment waits at; the note reaches the next task.
+    Approve(ApproveArgs),
+    /// Do not run a pending job (a workflow task no longer needed); what depends on it goes
+    /// ahead.
+    SkipJob(SkipJobArgs),
     /// Show a job with its context and result.
     Job(JobArgs),
     /// What is running, runnable and waiting, per assignment.
@@ -93,14 +98,26 @@ pub(crate) enum StoreCommand {
 /// The arguments of `wf create`.
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// What the assignment must achieve (with --issue: read from the issue).
-    #[arg(required_unless_present = "issue")]
+    /// What the assignment must achieve (with --issue: read from the issue; with --workflow:
+    /// the workflow's own when it has one).
+    #[arg(required_unless_present_any = ["issue", "workflow"])]
     pub(crate) north_star: Option<OsString>,
     /// Work on a forge issue: `N`, `#N` or `owner/repo#N`. Its title, body and labels become
     /// the north star; the branch is fix/issue-N for bugs, else feature/issue-N; the
     /// pull request says `Fixes #N`.
     #[arg(long, value_name = "ISSUE", conflicts_with = "north_star")]
     pub(crate) issue: Option<String>,
+    /// Instantiate a workflow (`.wf/workflows/NAME.toml`, ~/.config/wf/workflows/, or a
+    /// built-in one: feature, bugfix, issue, review-pr, triage, release-notes, plan-issues).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) workflow: Option<String>,
+    /// A workflow parameter, `name=value` (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "workflow")]
+    pub(crate) params: Vec<OsString>,
+    /// Print the workflow's plan (tasks, units, parameters, rendered instructions) and store
+    /// nothing.
+    #[arg(long, requires = "workflow")]
+    pub(crate) dry_run: bool,
     /// Among assignments of the same age, lower runs first.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub(crate) priority: i64,
@@ -223,6 +240,72 @@ pub(crate) struct JobsArgs {
 pub(crate) struct CancelArgs {
     /// Assignment or job id (or a unique prefix).
     pub(crate) id: OsString,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf approve`.
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    /// Assignment id or prefix (default: $WF_ASSIGNMENT_ID).
+    pub(crate) assignment: Option<OsString>,
+    /// What you decided; the next task and the next PM read it.
+    #[arg(long)]
+    pub(crate) note: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf skip-job`.
+#[derive(Debug, Args)]
+pub(crate) struct SkipJobArgs {
+    /// Job id or prefix.
+    pub(crate) job: OsString,
+    /// Why it is not needed (recorded in the decisions).
+    #[arg(long)]
+    pub(crate) reason: OsString,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// `wf workflow …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowCommand {
+    /// Check a workflow file; prints its tasks, or what is wrong.
+    Check(WorkflowCheckArgs),
+    /// List the workflows wf sees (project, user, built-in), each checked.
+    List(WorkflowListArgs),
+    /// Show a workflow: its parameters and tasks, or its text with --source.
+    Show(WorkflowShowArgs),
+}
+
+/// The arguments of `wf workflow check`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowCheckArgs {
+    /// The file.
+    pub(crate) file: PathBuf,
+    /// Also instantiate it with these parameters (`name=value`, repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf workflow list`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowListArgs {
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf workflow show`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowShowArgs {
+    /// The workflow's name.
+    pub(crate) name: String,
+    /// Print the file as written.
+    #[arg(long)]
+    pub(crate) source: bool,
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

@@ -171,6 +171,8 @@ async fn drive(config: config::Config) -> Result<Assignment> {
             }),
             budget: None,
             forge: None,
+            plan: None,
+            id: None,
         };
         let doc: Assignment = backend.call(req).await?;
         println!("created assignment {}: {NORTH_STAR}", doc.id);

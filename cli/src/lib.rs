@@ -12,6 +12,7 @@ mod doctor;
 mod input;
 mod output;
 mod sim;
+mod workflow;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -121,6 +122,7 @@ pub fn main_impl() -> ExitCode {
         Command::SimulateAgent => sim::main(),
         Command::Demo(args) => demo::main(cli.config.as_deref(), args.keep),
         Command::Doctor(args) => run_doctor(cli.config.as_deref(), args.json.json),
+        Command::Workflow(command) => workflow::main(cli.config.as_deref(), command),
         Command::Store(command) => run_blocking(cli.config.as_deref(), command),
     };
     match result {
@@ -143,6 +145,14 @@ fn run_blocking(config_path: Option<&Path>, command: StoreCommand) -> Result<()>
         })?;
     runtime.block_on(async {
         let config = load_config(config_path)?;
+        // A dry run stores nothing, so it opens no store.
+        if let StoreCommand::Create(args) = command {
+            if args.dry_run {
+                return cmd::create::dry_run(&config, args).await;
+            }
+            let backend = Backend::open(&config).await?;
+            return cmd::run(backend, &config, StoreCommand::Create(args)).await;
+        }
         let backend = Backend::open(&config).await?;
         cmd::run(backend, &config, command).await
     })

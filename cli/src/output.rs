@@ -200,6 +200,13 @@ fn jobs_table(jobs: &[Job], now: Millis, with_assignment: bool) -> Table {
     let mut t = table(&headers);
     for (i, j) in jobs.iter().enumerate() {
         let mut note = String::new();
+        if let Some(t) = &j.task {
+            note.push_str(&format!("task {}", t.id));
+            if t.round > 1 {
+                note.push_str(&format!(" round {}", t.round));
+            }
+            note.push_str("; ");
+        }
         if j.group_id.is_some() {
             note.push_str("parallel group; ");
         }
@@ -243,6 +250,23 @@ pub(crate) fn jobs(jobs: &[Job], now: Millis) -> String {
     jobs_table(jobs, now, true).to_string()
 }
 
+/// The workflow an assignment follows, in one line.
+fn workflow_line(w: &wf_core::workflow::WorkflowRef) -> String {
+    let params: Vec<String> = w.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{} version {} ({}, hash {}){}",
+        w.name,
+        w.version,
+        w.source,
+        w.hash,
+        if params.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", params.join(", "))
+        }
+    )
+}
+
 /// `wf assignment`.
 pub(crate) fn assignment(d: &Assignment, now: Millis) -> String {
     let mut out = String::new();
@@ -267,6 +291,9 @@ pub(crate) fn assignment(d: &Assignment, now: Millis) -> String {
         ),
     );
     line("created", &ago(d.created_at, now));
+    if let Some(w) = &d.workflow {
+        line("workflow", &workflow_line(w));
+    }
     line(
         "spent",
         &format!(

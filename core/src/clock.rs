@@ -10,6 +10,18 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
+/// A duration for people: `45s`, `3m05s`, `2h10m`.
+pub fn duration_text(ms: Millis) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// A duration written as a number with a unit — `1500ms`, `30s`, `90m`, `4h`, `2d` — or a
 /// bare number of seconds, in milliseconds. The error says what is accepted.
 pub fn parse_duration(text: &str) -> Result<Millis, String> {

@@ -541,7 +541,7 @@ pub struct ForgeLink {
     pub repo: String,
     /// The issue it was created from.
     pub issue: Option<IssueRef>,
-    /// The pull request the runner opened.
+    /// The pull request the runner opened (or, for a `review-pr` workflow, the one reviewed).
     pub pull_request: Option<PullRequestRef>,
     /// The id of the living progress comment on the issue.
     pub progress_comment: Option<u64>,

@@ -26,6 +26,10 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// its answer, so callers get typed results and the interpreter cannot answer with another type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one request per message, decoded once and consumed; boxing would only obscure the wire types"
+)]
 pub enum Request {
     /// Opens the session.
     Hello(Hello),
@@ -47,6 +51,10 @@ pub enum Request {
     Cancel(Cancel),
     /// `wf retry`.
     Retry(Retry),
+    /// `wf approve`: passes the human gate an assignment waits at.
+    Approve(Approve),
+    /// `wf skip-job`: a pending job will not run.
+    SkipJob(SkipJob),
     /// Streams the assignment (or every assignment) now and after each change, one response
     /// per document version, all with this request's id, until the client disconnects.
     Watch(Watch),
@@ -173,6 +181,24 @@ request_types! {
     Retry {
         /// Job id or prefix.
         job: String,
+    }
+    /// `wf approve`.
+    Approve {
+        /// Assignment id or prefix.
+        assignment: String,
+        /// What the human says; it reaches the next task and the next PM.
+        note: Option<String>,
+        /// The job running `wf`, if an agent does (refused: only humans pass gates).
+        caller: Option<String>,
+    }
+    /// `wf skip-job`.
+    SkipJob {
+        /// Job id or prefix.
+        job: String,
+        /// Why it is not needed.
+        reason: String,
+        /// The job running `wf`, if an agent does.
+        caller: Option<String>,
     }
     /// Streams versions of one assignment, or of all.
     Watch {
@@ -321,6 +347,26 @@ impl Call for Retry {
     }
 }
 
+impl Call for Approve {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::approve(
+            x.store,
+            &self.assignment,
+            self.note.as_deref(),
+            self.caller.as_deref(),
+        )
+        .await
+    }
+}
+
+impl Call for SkipJob {
+    type Output = Assignment;
+    async fn execute(self, x: Exec<'_>) -> Result<Assignment, OpError> {
+        ops::skip_job(x.store, &self.job, &self.reason, self.caller.as_deref()).await
+    }
+}
+
 impl Call for Watch {
     type Output = Assignment;
     async fn execute(self, _: Exec<'_>) -> Result<Assignment, OpError> {
@@ -456,6 +502,8 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::GetJob(r) => answer(exec, id, r).await,
         Request::Cancel(r) => answer(exec, id, r).await,
         Request::Retry(r) => answer(exec, id, r).await,
+        Request::Approve(r) => answer(exec, id, r).await,
+        Request::SkipJob(r) => answer(exec, id, r).await,
         Request::Watch(r) => answer(exec, id, r).await,
         Request::CheckStore(r) => answer(exec, id, r).await,
         Request::OpenPullRequest(r) => answer(exec, id, r).await,

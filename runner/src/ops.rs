@@ -178,6 +178,14 @@ pub struct CreateRequest {
     /// The forge issue it works on (`wf create --issue`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<wf_core::model::ForgeLink>,
+    /// The workflow it follows, instantiated (`wf create --workflow`): its tasks become the
+    /// assignment's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<wf_core::workflow::Plan>>,
+    /// The assignment id to use instead of a fresh one (a trigger's, derived from what fired
+    /// it, so that firing twice creates it once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// What `wf insert-job` did.
@@ -276,6 +284,11 @@ fn expand(config: &Config, specs: &[JobSpec]) -> Result<Vec<(NewJob, String)>, O
     }
     let mut out = Vec::new();
     for spec in specs {
+        if spec.job_type == JobType::Gate {
+            return Err(OpError::Invalid(
+                "a gate comes only from a workflow (wf create --workflow); insert plan, implement, review, uat, document or pm".into(),
+            ));
+        }
         let context = spec.context.clone().unwrap_or_default();
         if context.len() > MAX_CONTEXT {
             return Err(OpError::Invalid(format!(
@@ -340,8 +353,15 @@ pub async fn create(
 ) -> Result<Assignment, OpError> {
     chain::validate_north_star(&req.north_star)?;
     let now = now_ms();
+    let id = match &req.id {
+        Some(id) => ids::parse_prefix(id)
+            .ok()
+            .filter(|p| p.len() == ids::ID_LEN)
+            .ok_or_else(|| OpError::Invalid(format!("{id:?} is not an assignment id")))?,
+        None => crate::random::new_id(),
+    };
     let mut doc = chain::new_assignment(
-        crate::random::new_id(),
+        id,
         config.namespace.as_str(),
         req.north_star.clone(),
         req.priority,
@@ -359,6 +379,14 @@ pub async fn create(
     })
     .map_err(OpError::Invalid)?;
     doc.forge = req.forge.clone();
+    if let Some(plan) = &req.plan {
+        if req.start.is_some() {
+            return Err(OpError::Invalid(
+                "a workflow's assignment starts with its first task; --start does not go with --workflow".into(),
+            ));
+        }
+        instantiate(store, config, &mut doc, plan, now).await?;
+    }
     if let Some(start) = &req.start {
         let jobs = expand(config, std::slice::from_ref(start))?;
         write_contexts(store, &doc.id, &jobs).await?;
@@ -374,7 +402,133 @@ pub async fn create(
             now,
         )?;
     }
+    // A trigger's create that finds its own id (fired twice, or by another runner) fails
+    // with `AlreadyExists`: the caller knows it was created once.
     store.create(&doc).await?;
+    Ok(doc)
+}
+
+/// Puts the tasks of `plan` into `doc` as pending jobs, their contexts stored first.
+async fn instantiate(
+    store: &Store,
+    config: &Config,
+    doc: &mut Assignment,
+    plan: &wf_core::workflow::Plan,
+    now: u64,
+) -> Result<(), OpError> {
+    let mut units = Vec::new();
+    let mut contexts = Vec::new();
+    for unit in &plan.units {
+        let mut jobs = Vec::new();
+        for task in unit {
+            let (harness, model) = if task.job_type == JobType::Gate {
+                ("wf".to_string(), None)
+            } else {
+                let choice = &config.harness_for(task.job_type)[0];
+                let harness = task
+                    .harness
+                    .clone()
+                    .unwrap_or_else(|| choice.harness.clone());
+                check_harness(config, &harness)
+                    .map_err(|e| OpError::Invalid(format!("task `{}`: {e}", task.spec.id)))?;
+                let model = task.model.clone().or_else(|| {
+                    task.harness
+                        .is_none()
+                        .then(|| choice.model.clone())
+                        .flatten()
+                });
+                (harness, model)
+            };
+            if task.context.len() > MAX_CONTEXT {
+                return Err(OpError::Invalid(format!(
+                    "task `{}`: its context is {} bytes; the limit is {} KiB",
+                    task.spec.id,
+                    task.context.len(),
+                    MAX_CONTEXT / 1024
+                )));
+            }
+            let job = NewJob {
+                id: ids::from_random(fingerprint(&format!("{}/task/{}", doc.id, task.spec.id))),
+                job_type: task.job_type,
+                harness,
+                model,
+                has_context: !task.context.is_empty(),
+                context_hash: (!task.context.is_empty()).then(|| fingerprint(&task.context)),
+            };
+            contexts.push((job.clone(), task.context.clone()));
+            jobs.push(chain::TaskJob {
+                job,
+                spec: task.spec.clone(),
+            });
+        }
+        units.push(jobs);
+    }
+    write_contexts(store, &doc.id, &contexts).await?;
+    let groups: Vec<String> = (0..units.len())
+        .map(|i| ids::from_random(fingerprint(&format!("{}/unit/{i}", doc.id))))
+        .collect();
+    chain::instantiate(doc, plan.workflow.clone(), &units, &groups, now)?;
+    Ok(())
+}
+
+/// `wf approve`: passes the human gate the assignment waits at. Agents cannot: only a human
+/// passes a gate.
+pub async fn approve(
+    store: &Store,
+    assignment: &str,
+    note: Option<&str>,
+    caller: Option<&str>,
+) -> Result<Assignment, OpError> {
+    if let Some(job) = caller {
+        return Err(OpError::Invalid(format!(
+            "job {job} is an agent: only a human passes a gate"
+        )));
+    }
+    if let Some(n) = note {
+        chain::check_len("the note", n, chain::MAX_REASON)?;
+    }
+    let doc = find_assignment(store, assignment).await?;
+    let gate = doc
+        .jobs
+        .iter()
+        .find(|j| j.job_type == JobType::Gate && j.status == JobStatus::Pending)
+        .map(|j| j.id.clone());
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    // The note is the gate's result, which the next task reads: stored before the CAS.
+    if let (Some(gate), Some(text)) = (&gate, note) {
+        let key = BlobKey::Result {
+            assignment: doc.id.clone(),
+            job: gate.clone(),
+            attempt: 1,
+        };
+        store
+            .put_blob(&key, format!("Approved by a human: {text}").as_bytes())
+            .await?;
+    }
+    let (doc, _) = store
+        .update(&doc.id, |d| {
+            chain::approve(d, note, note.is_some(), now_ms())
+        })
+        .await?;
+    Ok(doc)
+}
+
+/// `wf skip-job`: a pending job will not run; what depends on it goes ahead.
+pub async fn skip_job(
+    store: &Store,
+    prefix: &str,
+    reason: &str,
+    caller: Option<&str>,
+) -> Result<Assignment, OpError> {
+    chain::check_len("the reason", reason, chain::MAX_REASON)?;
+    let docs = store.list().await?;
+    let (doc, job) = resolve_job(&docs, prefix)?;
+    let job_id = job.id.clone();
+    let (doc, ()) = store
+        .update(&doc.id, |d| {
+            chain::skip_job(d, &job_id, reason, caller.is_some(), now_ms())
+        })
+        .await?;
     Ok(doc)
 }
 

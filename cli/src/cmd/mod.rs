@@ -1,16 +1,18 @@
 //! The store commands, one module each: arguments in, one request to the backend, a table or
 //! JSON out.
 
+mod approve;
 mod assignment;
 mod assignments;
 mod cancel;
-mod create;
+pub(crate) mod create;
 mod insert_job;
 mod job;
 mod jobs;
 mod logs;
 mod queue;
 mod retry;
+mod skip_job;
 mod update_assignment;
 mod watch;
 mod workspaces;
@@ -63,6 +65,8 @@ pub(crate) async fn run(
         StoreCommand::Job(args) => job::run(backend, args).await,
         StoreCommand::Cancel(args) => cancel::run(backend, args).await,
         StoreCommand::Retry(args) => retry::run(backend, args).await,
+        StoreCommand::Approve(args) => approve::run(backend, args).await,
+        StoreCommand::SkipJob(args) => skip_job::run(backend, args).await,
         StoreCommand::Queue(args) => queue::run(backend, args).await,
         StoreCommand::Workspaces(args) => workspaces::list(backend, config, args).await,
         StoreCommand::Gc(args) => workspaces::gc(backend, config, args).await,

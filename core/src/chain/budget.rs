@@ -6,16 +6,7 @@ fn money(v: f64) -> String {
     format!("${v:.2}")
 }
 
-fn duration_text(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
+use crate::clock::duration_text;
 
 /// Why starting `unit` now would break a budget, if it would.
 pub(super) fn over_budget(doc: &Assignment, unit: &[&Job], now: Millis) -> Option<String> {

@@ -65,7 +65,8 @@ pub fn validate_north_star(text: &str) -> Result<(), ChainError> {
     check_len("the north star", text, MAX_NORTH_STAR)
 }
 
-pub(super) fn check_len(what: &str, text: &str, max: usize) -> Result<(), ChainError> {
+/// Refuses `text` (named `what` in the error) when it is longer than `max` bytes.
+pub fn check_len(what: &str, text: &str, max: usize) -> Result<(), ChainError> {
     if text.len() > max {
         return Err(ChainError::Invalid(format!(
             "{what} is {} bytes; the limit is {} KiB",

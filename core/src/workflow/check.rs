@@ -112,6 +112,8 @@ pub struct Workflow {
     pub forge_issue: Option<String>,
     /// The parameter naming the pull request.
     pub forge_pull_request: Option<String>,
+    /// Whether the branch becomes a pull request at completion.
+    pub pull_request: bool,
     /// Its parameters by name.
     pub params: BTreeMap<String, Param>,
     /// Its tasks, in file order.
@@ -187,32 +189,7 @@ fn check(raw: RawWorkflow, source: Source) -> Result<Workflow, String> {
             raw.tasks.len()
         ));
     }
-    let mut seen = BTreeSet::new();
-    for t in &raw.tasks {
-        valid_name("task id", &t.id, 32)?;
-        if !seen.insert(t.id.as_str()) {
-            return Err(format!("task id `{}` is used twice", t.id));
-        }
-    }
-    for t in &raw.tasks {
-        for d in &t.depends_on {
-            if !seen.contains(d.as_str()) {
-                return Err(format!(
-                    "task `{}`: depends_on names `{d}`, which is no task of this workflow",
-                    t.id
-                ));
-            }
-            if d == &t.id {
-                return Err(format!("task `{}` depends on itself", t.id));
-            }
-        }
-    }
-    if let Some(cycle) = find_cycle(&raw.tasks) {
-        return Err(format!(
-            "the tasks depend on each other in a cycle: {} (each depends on the next)",
-            cycle.join(" → ")
-        ));
-    }
+    check_graph(&raw.tasks)?;
     let mut tasks = Vec::new();
     for t in &raw.tasks {
         let task = check_task(t, &raw, default_failure, default_retry.as_ref())
@@ -227,6 +204,7 @@ fn check(raw: RawWorkflow, source: Source) -> Result<Workflow, String> {
         north_star: raw.north_star.clone(),
         forge_issue: raw.forge_issue.clone(),
         forge_pull_request: raw.forge_pull_request.clone(),
+        pull_request: raw.pull_request.unwrap_or(true),
         params,
         tasks,
         source,
@@ -244,6 +222,37 @@ fn check(raw: RawWorkflow, source: Source) -> Result<Workflow, String> {
     }
     check_templates(&wf)?;
     Ok(wf)
+}
+
+/// Task ids are valid and unique, dependencies name tasks, and there is no cycle.
+fn check_graph(tasks: &[RawTask]) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for t in tasks {
+        valid_name("task id", &t.id, 32)?;
+        if !seen.insert(t.id.as_str()) {
+            return Err(format!("task id `{}` is used twice", t.id));
+        }
+    }
+    for t in tasks {
+        for d in &t.depends_on {
+            if !seen.contains(d.as_str()) {
+                return Err(format!(
+                    "task `{}`: depends_on names `{d}`, which is no task of this workflow",
+                    t.id
+                ));
+            }
+            if d == &t.id {
+                return Err(format!("task `{}` depends on itself", t.id));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(tasks) {
+        return Err(format!(
+            "the tasks depend on each other in a cycle: {} (each depends on the next)",
+            cycle.join(" → ")
+        ));
+    }
+    Ok(())
 }
 
 fn check_params(raw: &RawWorkflow) -> Result<BTreeMap<String, Param>, String> {
@@ -374,8 +383,48 @@ fn check_task(
     default_retry: Option<&TaskRetry>,
 ) -> Result<Task, String> {
     let gate = t.gate.as_ref().map(gate).transpose()?;
-    let job_type = match (&t.job_type, &gate) {
-        (Some(ty), None) => match ty.parse::<JobType>()? {
+    let job_type = job_type_of(t, gate.is_some())?;
+    let loop_spec = loop_of(t, raw)?;
+    Ok(Task {
+        id: t.id.clone(),
+        job_type,
+        instructions: t.instructions.clone().unwrap_or_default(),
+        acceptance: t.acceptance.clone(),
+        depends_on: t.depends_on.clone(),
+        harness: t
+            .harness
+            .clone()
+            .or(raw.defaults.harness.clone())
+            .filter(|_| gate.is_none()),
+        model: t
+            .model
+            .clone()
+            .or(raw.defaults.model.clone())
+            .filter(|_| gate.is_none()),
+        verify: t.verify.clone(),
+        retry: match &t.retry {
+            Some(r) => Some(retry(r).map_err(|e| format!("retry.{e}"))?),
+            None => default_retry.cloned().filter(|_| t.gate.is_none()),
+        },
+        gate,
+        on_failure: match &t.on_failure {
+            Some(f) => on_failure(f).map_err(|e| format!("on_failure: {e}"))?,
+            None => default_failure,
+        },
+        loop_spec,
+        verdict: t.verdict,
+        publish: t
+            .publish
+            .as_deref()
+            .map(|p| p.parse::<Publish>().map_err(|e| format!("publish: {e}")))
+            .transpose()?,
+    })
+}
+
+/// The task's job type: its `type`, or gate for a gate, whose agent-only keys are refused.
+fn job_type_of(t: &RawTask, is_gate: bool) -> Result<JobType, String> {
+    let job_type = match (&t.job_type, is_gate) {
+        (Some(ty), false) => match ty.parse::<JobType>()? {
             JobType::Pm => {
                 return Err(
                     "type pm: the PM runs by itself after every unit; a task cannot be one".into(),
@@ -384,17 +433,17 @@ fn check_task(
             JobType::Gate => return Err("type gate needs a [tasks.gate]".into()),
             other => other,
         },
-        (None, None) => {
+        (None, false) => {
             return Err("no type (plan, implement, review, uat, document) and no gate".into())
         }
-        (Some(ty), Some(_)) if ty != "gate" => {
+        (Some(ty), true) if ty != "gate" => {
             return Err(format!(
                 "a gate runs no agent, so it has no type (found {ty:?})"
             ))
         }
-        (_, Some(_)) => JobType::Gate,
+        (_, true) => JobType::Gate,
     };
-    if gate.is_some() {
+    if is_gate {
         let agent_only = [
             ("instructions", t.instructions.is_some()),
             ("harness", t.harness.is_some()),
@@ -415,62 +464,30 @@ fn check_task(
     {
         return Err("instructions are empty: say what the agent is to do".into());
     }
-    let loop_spec = match &t.loop_spec {
-        None => None,
-        Some(l) => {
-            if l.max == 0 || l.max > MAX_LOOP_ROUNDS {
-                return Err(format!("loop.max: {} is not 1 to {MAX_LOOP_ROUNDS}", l.max));
-            }
-            if !t.verdict {
-                return Err(
-                    "a loop repeats while the verdict is fail, so the task needs verdict = true"
-                        .into(),
-                );
-            }
-            if !raw.tasks.iter().any(|x| x.id == l.from) {
-                return Err(format!("loop.from names `{}`, which is no task", l.from));
-            }
-            Some(LoopSpec {
-                from: l.from.clone(),
-                tasks: Vec::new(),
-                max: l.max,
-            })
-        }
+    Ok(job_type)
+}
+
+/// The task's loop, checked on its own (the tasks it spans are found later).
+fn loop_of(t: &RawTask, raw: &RawWorkflow) -> Result<Option<LoopSpec>, String> {
+    let Some(l) = &t.loop_spec else {
+        return Ok(None);
     };
-    Ok(Task {
-        id: t.id.clone(),
-        job_type,
-        instructions: t.instructions.clone().unwrap_or_default(),
-        acceptance: t.acceptance.clone(),
-        depends_on: t.depends_on.clone(),
-        harness: t
-            .harness
-            .clone()
-            .or(raw.defaults.harness.clone())
-            .filter(|_| gate.is_none()),
-        model: t
-            .model
-            .clone()
-            .or(raw.defaults.model.clone())
-            .filter(|_| gate.is_none()),
-        verify: t.verify.clone(),
-        gate,
-        retry: match &t.retry {
-            Some(r) => Some(retry(r).map_err(|e| format!("retry.{e}"))?),
-            None => default_retry.cloned().filter(|_| t.gate.is_none()),
-        },
-        on_failure: match &t.on_failure {
-            Some(f) => on_failure(f).map_err(|e| format!("on_failure: {e}"))?,
-            None => default_failure,
-        },
-        loop_spec,
-        verdict: t.verdict,
-        publish: t
-            .publish
-            .as_deref()
-            .map(|p| p.parse::<Publish>().map_err(|e| format!("publish: {e}")))
-            .transpose()?,
-    })
+    if l.max == 0 || l.max > MAX_LOOP_ROUNDS {
+        return Err(format!("loop.max: {} is not 1 to {MAX_LOOP_ROUNDS}", l.max));
+    }
+    if !t.verdict {
+        return Err(
+            "a loop repeats while the verdict is fail, so the task needs verdict = true".into(),
+        );
+    }
+    if !raw.tasks.iter().any(|x| x.id == l.from) {
+        return Err(format!("loop.from names `{}`, which is no task", l.from));
+    }
+    Ok(Some(LoopSpec {
+        from: l.from.clone(),
+        tasks: Vec::new(),
+        max: l.max,
+    }))
 }
 
 fn gate(g: &super::raw::RawGate) -> Result<Gate, String> {

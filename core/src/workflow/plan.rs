@@ -129,68 +129,7 @@ pub fn instantiate(
     for t in &wf.tasks {
         let r =
             |what: &str, text: &str| render(&format!("task `{}`: {what}", t.id), text, &north_star);
-        let acceptance: Vec<String> = t
-            .acceptance
-            .iter()
-            .map(|a| r("acceptance", a))
-            .collect::<Result<_, _>>()?;
-        let mut context = r("instructions", &t.instructions)?.trim().to_string();
-        if !acceptance.is_empty() {
-            context.push_str("\n\nAcceptance criteria (the task is done when all hold):\n");
-            for a in &acceptance {
-                context.push_str(&format!("- {a}\n"));
-            }
-        }
-        if t.verdict && !context.contains("VERDICT") {
-            context.push_str(
-                "\n\nEnd your final answer with one line `VERDICT: pass` or `VERDICT: fail`; no verdict counts as fail.\n",
-            );
-        }
-        let gate = match &t.gate {
-            None => None,
-            Some(Gate::Human { prompt }) => Some(Gate::Human {
-                prompt: r("gate.prompt", prompt)?.trim().to_string(),
-            }),
-            Some(Gate::Command {
-                run,
-                every_ms,
-                timeout_ms,
-            }) => Some(Gate::Command {
-                run: r("gate.run", run)?,
-                every_ms: *every_ms,
-                timeout_ms: *timeout_ms,
-            }),
-        };
-        let spec = TaskSpec {
-            id: t.id.clone(),
-            depends_on: t.depends_on.clone(),
-            round: 1,
-            gate,
-            verify: t
-                .verify
-                .iter()
-                .map(|v| r("verify", v))
-                .collect::<Result<_, _>>()?,
-            retry: t.retry.clone(),
-            on_failure: t.on_failure,
-            loop_spec: t.loop_spec.clone(),
-            verdict: t.verdict,
-            publish: t.publish,
-            acceptance,
-            feedback: None,
-            context_job: None,
-            skipped: None,
-        };
-        planned.insert(
-            &t.id,
-            PlannedTask {
-                job_type: t.job_type,
-                harness: t.harness.clone(),
-                model: t.model.clone(),
-                context,
-                spec,
-            },
-        );
+        planned.insert(&t.id, plan_task(t, r)?);
     }
     let units = levels(wf)
         .into_iter()
@@ -218,11 +157,78 @@ pub fn instantiate(
             hash: wf.hash.clone(),
             source: wf.source.as_str().to_string(),
             params: params.clone(),
+            no_pull_request: !wf.pull_request,
         },
         north_star,
         forge_issue: param_of(&wf.forge_issue).filter(|v| !v.is_empty()),
         forge_pull_request: param_of(&wf.forge_pull_request).filter(|v| !v.is_empty()),
         units,
+    })
+}
+
+/// One task with its texts rendered by `r` (what, template).
+fn plan_task(
+    t: &super::check::Task,
+    r: impl Fn(&str, &str) -> Result<String, String>,
+) -> Result<PlannedTask, String> {
+    let acceptance: Vec<String> = t
+        .acceptance
+        .iter()
+        .map(|a| r("acceptance", a))
+        .collect::<Result<_, _>>()?;
+    let mut context = r("instructions", &t.instructions)?.trim().to_string();
+    if !acceptance.is_empty() {
+        context.push_str("\n\nAcceptance criteria (the task is done when all hold):\n");
+        for a in &acceptance {
+            context.push_str(&format!("- {a}\n"));
+        }
+    }
+    if t.verdict && !context.contains("VERDICT") {
+        context.push_str(
+            "\n\nEnd your final answer with one line `VERDICT: pass` or `VERDICT: fail`; no verdict counts as fail.\n",
+        );
+    }
+    let gate = match &t.gate {
+        None => None,
+        Some(Gate::Human { prompt }) => Some(Gate::Human {
+            prompt: r("gate.prompt", prompt)?.trim().to_string(),
+        }),
+        Some(Gate::Command {
+            run,
+            every_ms,
+            timeout_ms,
+        }) => Some(Gate::Command {
+            run: r("gate.run", run)?,
+            every_ms: *every_ms,
+            timeout_ms: *timeout_ms,
+        }),
+    };
+    let spec = TaskSpec {
+        id: t.id.clone(),
+        depends_on: t.depends_on.clone(),
+        round: 1,
+        gate,
+        verify: t
+            .verify
+            .iter()
+            .map(|v| r("verify", v))
+            .collect::<Result<_, _>>()?,
+        retry: t.retry.clone(),
+        on_failure: t.on_failure,
+        loop_spec: t.loop_spec.clone(),
+        verdict: t.verdict,
+        publish: t.publish,
+        acceptance,
+        feedback: None,
+        context_job: None,
+        skipped: None,
+    };
+    Ok(PlannedTask {
+        job_type: t.job_type,
+        harness: t.harness.clone(),
+        model: t.model.clone(),
+        context,
+        spec,
     })
 }
 

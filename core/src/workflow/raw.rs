@@ -26,6 +26,10 @@ pub struct RawWorkflow {
     /// The parameter naming the pull request the assignment is about (`review-pr`).
     #[serde(default)]
     pub forge_pull_request: Option<String>,
+    /// Whether the assignment's branch becomes a pull request when it completes (default
+    /// true; triage, a review or a plan of issues change no code).
+    #[serde(default)]
+    pub pull_request: Option<bool>,
     /// Its parameters.
     #[serde(default)]
     pub params: BTreeMap<String, RawParam>,

@@ -23,6 +23,9 @@ pub struct WorkflowRef {
     pub source: String,
     /// The parameters as bound (defaults included).
     pub params: BTreeMap<String, String>,
+    /// The branch does not become a pull request when the assignment completes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_pull_request: bool,
 }
 
 string_enum! {

@@ -154,6 +154,7 @@ fn diamond_with(from: &str, to: &str) -> String {
 }
 
 #[test]
+// Long: a table of malformed files, one per rule, each with the words its error must hold.
 fn malformed_files_are_refused_naming_the_problem() {
     let cases: Vec<(String, &str)> = vec![
         (

@@ -455,11 +455,15 @@
       const aid = btn.dataset.aid;
       const area = $('#unblock-note');
       const note = area ? area.value.trim() : '';
-      const request = { op: 'updateAssignment', assignment: aid, status: 'active' };
+      // Waiting at a workflow's human gate: only `approve` passes it.
+      const gate = btn.dataset.gate === '1';
+      const request = gate
+        ? { op: 'approve', assignment: aid }
+        : { op: 'updateAssignment', assignment: aid, status: 'active' };
       if (note) request.note = note;
-      return act(btn, 'Unblock', request, () => {
+      return act(btn, gate ? 'Approve' : 'Unblock', request, () => {
         if (area) area.value = '';
-        toast(`Assignment ${shortId(aid)} unblocked`, 'ok');
+        toast(`Assignment ${shortId(aid)} ${gate ? 'approved' : 'unblocked'}`, 'ok');
       });
     },
     cancel(btn) {
@@ -625,6 +629,12 @@
 
   // ------------------------------------------------------------------ assignment page
 
+  /// The human gate the assignment waits at: the first unfinished job, if it is one.
+  function waitingGate(doc) {
+    const next = doc.jobs.find((j) => !['complete', 'failed', 'skipped'].includes(j.status));
+    return next && next.jobType === 'gate' && next.status === 'pending' && next.task && next.task.gate && next.task.gate.kind === 'human' ? next : null;
+  }
+
   function chainRows(doc, job, index) {
     const n = jobNumbers(job);
     const grouped = job.groupId && doc.jobs.some((j) => j !== job && j.groupId === job.groupId);
@@ -637,7 +647,8 @@
     if (job.progress && job.progress.lastActivity && job.status === 'running') subs.push(h('div', { class: 'muted mono' }, `⋯ ${job.progress.lastActivity}`));
     const row = h('tr', { class: `${grouped ? 'group' : ''} ${subs.length ? 'has-sub' : ''}`, 'data-job': job.id, 'data-status': job.status },
       h('td', { 'data-label': `#${index + 1 + ((doc.archive && doc.archive.jobs) || 0)}` }, h('a', { href: jobHref(job.id), class: 'mono', title: job.id }, shortId(job.id))),
-      h('td', { 'data-label': 'type' }, job.jobType, job.pmReminder ? h('span', { class: 'tag' }, 'reminder') : null),
+      h('td', { 'data-label': 'type' }, job.jobType, job.pmReminder ? h('span', { class: 'tag' }, 'reminder') : null,
+        job.task ? h('span', { class: 'tag', title: job.task.dependsOn ? `after ${job.task.dependsOn.join(', ')}` : 'workflow task' }, `${job.task.id}${job.task.round > 1 ? ` #${job.task.round}` : ''}`) : null),
       h('td', { 'data-label': 'harness' }, job.harness, job.model ? h('span', { class: 'muted' }, ` · ${job.model}`) : null),
       h('td', { 'data-label': 'status', class: 'nowrap' }, statusBadge(job.status)),
       h('td', { 'data-label': 'attempt', class: 'num' }, job.attempt),
@@ -767,6 +778,9 @@
       this.blocked.hidden = !blocked;
       patch(this.blocked, `${blocked}|${doc.blockedReason}`, () => [h('strong', {}, 'Blocked: '), doc.blockedReason || 'no reason given']);
       this.unblockForm.hidden = !blocked;
+      const gate = waitingGate(doc);
+      this.unblockBtn.dataset.gate = gate ? '1' : '';
+      patch(this.unblockBtn, gate ? 'approve' : 'unblock', () => (gate ? `Approve gate ${gate.task.id}` : 'Unblock'));
       this.cancelBtn.hidden = doc.status === 'complete';
       patch(this.meta, `${doc.version}|${doc.updatedAt}`, () => assignmentMeta(doc));
       const archived = (doc.archive && doc.archive.jobs) || 0;

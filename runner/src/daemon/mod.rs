@@ -29,6 +29,7 @@ mod recover;
 mod scheduler;
 mod startup;
 mod stop;
+mod task;
 mod unit;
 mod work;
 

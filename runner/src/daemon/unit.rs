@@ -23,7 +23,7 @@ use wf_core::clock::now_ms;
 use wf_core::config::HarnessConfig;
 use wf_core::harness::{self, CommandSpec, Ended, Parsed, RunLog, Verdict};
 use wf_core::live::LiveKind;
-use wf_core::model::{Assignment, FailureReason, Job};
+use wf_core::model::{Assignment, FailureReason, Job, JobType};
 use wf_core::prompt::{self, PriorResult, PromptInput};
 use wf_store::wakeup::Token;
 use wf_store::{BlobKey, StoreError, UpdateError};
@@ -223,9 +223,15 @@ async fn renew_lease(
 
 async fn build_prompt(ctx: &Ctx, doc: &Assignment, job: &Job) -> anyhow::Result<String> {
     let context = if job.has_context {
+        // A loop's later round uses its first round's stored context.
+        let owner = job
+            .task
+            .as_ref()
+            .and_then(|t| t.context_job.clone())
+            .unwrap_or_else(|| job.id.clone());
         let key = BlobKey::Context {
             assignment: doc.id.clone(),
-            job: job.id.clone(),
+            job: owner,
         };
         let bytes = ctx
             .store
@@ -277,11 +283,16 @@ async fn run_job(
     let job = doc.job(job_id)?.clone();
     let place = unit.place_of(job_id);
     let start = place.head().await;
-    let verdict = Box::pin(attempt(ctx, doc, &job, stop, &place.dir)).await;
+    let verdict = if job.job_type == JobType::Gate {
+        Attempted::Done(super::task::run_gate(&job, stop, &place.dir).await, None)
+    } else {
+        Box::pin(attempt(ctx, doc, &job, stop, &place.dir)).await
+    };
     let (mut verdict, session_id) = match verdict {
         Attempted::Done(v, session) => (v, session),
         Attempted::Abandoned => return None,
     };
+    super::task::apply_verdict(&job, &mut verdict);
     let outcome = outcome_text(&verdict.outcome);
     let (end, commit_error) =
         match Box::pin(work::commit_job(ctx, place, doc, &job, &outcome)).await {
@@ -292,9 +303,10 @@ async fn run_job(
         commits: work::commits(start, end.clone()),
         checks: Vec::new(),
     };
-    let verifies = ctx.config.verify_after.contains(&job.job_type);
+    let own_checks = super::task::task_checks(&job);
+    let verifies = own_checks.is_some() || ctx.config.verify_after.contains(&job.job_type);
     if verifies && verdict.outcome == Outcome::Complete && commit_error.is_none() {
-        let checks = work::checks_for(ctx, &place.dir);
+        let checks = own_checks.unwrap_or_else(|| work::checks_for(ctx, &place.dir));
         let log_dir = paths::transcript_path(&ctx.config.state_dir, &doc.id, &job.id, job.attempt)
             .with_extension("checks");
         if let Err(e) = std::fs::create_dir_all(&log_dir) {

@@ -399,7 +399,8 @@ pub(super) fn failed_required(checks: &[CheckResult]) -> Option<String> {
 /// brought up to date. Returns the document when this wrote it.
 pub(super) async fn after_unit(ctx: &Ctx, doc: &Assignment) -> Option<Assignment> {
     doc.workspace.as_ref()?;
-    let wants_pr = doc.forge.is_some() || ctx.config.forge.repo.is_some();
+    let wants_pr = (doc.forge.is_some() || ctx.config.forge.repo.is_some())
+        && !doc.workflow.as_ref().is_some_and(|w| w.no_pull_request);
     let has_pr = doc.forge.as_ref().is_some_and(|f| f.pull_request.is_some());
     if doc.status == wf_core::model::AssignmentStatus::Complete && wants_pr && !has_pr {
         match crate::forge::deliver(&ctx.config, &ctx.store, &doc.id).await {

@@ -99,6 +99,8 @@ fn list_bench(bins: &Bins, out: &mut String) {
                 start: None,
                 budget: None,
                 forge: None,
+                plan: None,
+                id: None,
             };
             c.call(req).await.expect("create");
         }
@@ -180,6 +182,8 @@ fn dispatch_samples(mut env: TestEnv, samples: usize) -> Vec<f64> {
                 start: None,
                 budget: None,
                 forge: None,
+                plan: None,
+                id: None,
             };
             let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
             let insert = api::InsertJobs {
@@ -252,6 +256,8 @@ fn throughput(mut env: TestEnv, runners: usize, n: usize) -> (f64, f64) {
                 }),
                 budget: None,
                 forge: None,
+                plan: None,
+                id: None,
             };
             let doc: wf_core::model::Assignment = b.call(req).await.expect("create");
             ids.push(doc.id);

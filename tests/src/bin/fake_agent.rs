@@ -220,7 +220,8 @@ fn step(agent: &Agent, step: &Value) {
                 "job": env("WF_JOB_ID"), "assignment": env("WF_ASSIGNMENT_ID"), "type": env("WF_JOB_TYPE"),
                 "namespace": env("WF_NAMESPACE"), "config": env("WF_CONFIG"), "attempt": env("WF_ATTEMPT"),
                 "runner": env("WF_RUNNER_ID"), "pathFirst": path_first, "pid": std::process::id(),
-                "startUs": agent.started_us as u64, "args": std::env::args().skip(1).collect::<Vec<_>>(),
+                "startUs": agent.started_us as u64, "atUs": now_us() as u64,
+                "args": std::env::args().skip(1).collect::<Vec<_>>(),
                 "cwd": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             });
             append(arg.as_str().expect("record file"), &line.to_string());
@@ -336,11 +337,16 @@ fn step(agent: &Agent, step: &Value) {
     }
 }
 
-fn main() {
-    let started_us = SystemTime::now()
+/// Microseconds since the epoch, now.
+fn now_us() -> u128 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn main() {
+    let started_us = now_us();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-p") {
         let stream = args
