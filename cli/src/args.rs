@@ -74,6 +74,8 @@ pub(crate) enum StoreCommand {
     /// Do not run a pending job (a workflow task no longer needed); what depends on it goes
     /// ahead.
     SkipJob(SkipJobArgs),
+    /// The triggers of .wf/triggers.toml, with their last and next firing.
+    Triggers(TriggersArgs),
     /// Show a job with its context and result.
     Job(JobArgs),
     /// What is running, runnable and waiting, per assignment.
@@ -252,6 +254,13 @@ pub(crate) struct ApproveArgs {
     /// What you decided; the next task and the next PM read it.
     #[arg(long)]
     pub(crate) note: Option<OsString>,
+    #[command(flatten)]
+    pub(crate) json: JsonFlag,
+}
+
+/// The arguments of `wf triggers`.
+#[derive(Debug, Args)]
+pub(crate) struct TriggersArgs {
     #[command(flatten)]
     pub(crate) json: JsonFlag,
 }

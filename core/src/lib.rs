@@ -9,6 +9,7 @@
 //!   branch names from issues, the pull request's title and body.
 //! - [`prompt`]: the prompt templates and their strict rendering; [`verify`]: the checks a
 //!   repository implies and the test counts in their output.
+//! - [`trigger`]: `.wf/triggers.toml`, trigger states, firing ids, the cron catch-up rule.
 //! - [`workflow`]: workflow files (TOML), checked and instantiated into the tasks of an
 //!   assignment; what the stored documents keep of them.
 //! - [`harness`]: per agent CLI, the command line of an attempt and the parser of its event
@@ -26,5 +27,6 @@ pub mod ids;
 pub mod live;
 pub mod model;
 pub mod prompt;
+pub mod trigger;
 pub mod verify;
 pub mod workflow;

@@ -55,6 +55,8 @@ pub enum Request {
     Approve(Approve),
     /// `wf skip-job`: a pending job will not run.
     SkipJob(SkipJob),
+    /// `wf triggers`: the project's triggers with their last and next firing.
+    Triggers(Triggers),
     /// Streams the assignment (or every assignment) now and after each change, one response
     /// per document version, all with this request's id, until the client disconnects.
     Watch(Watch),
@@ -191,6 +193,8 @@ request_types! {
         /// The job running `wf`, if an agent does (refused: only humans pass gates).
         caller: Option<String>,
     }
+    /// `wf triggers`.
+    Triggers {}
     /// `wf skip-job`.
     SkipJob {
         /// Job id or prefix.
@@ -367,6 +371,16 @@ impl Call for SkipJob {
     }
 }
 
+impl Call for Triggers {
+    type Output = Vec<crate::triggers::TriggerStatus>;
+    async fn execute(self, x: Exec<'_>) -> Result<Self::Output, OpError> {
+        let triggers = crate::triggers::load(x.config).map_err(OpError::Invalid)?;
+        let engine = crate::triggers::Engine::new(x.store.clone(), x.config.clone(), triggers)
+            .map_err(OpError::Invalid)?;
+        Ok(engine.status(wf_core::clock::now_ms()).await?)
+    }
+}
+
 impl Call for Watch {
     type Output = Assignment;
     async fn execute(self, _: Exec<'_>) -> Result<Assignment, OpError> {
@@ -504,6 +518,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::Retry(r) => answer(exec, id, r).await,
         Request::Approve(r) => answer(exec, id, r).await,
         Request::SkipJob(r) => answer(exec, id, r).await,
+        Request::Triggers(r) => answer(exec, id, r).await,
         Request::Watch(r) => answer(exec, id, r).await,
         Request::CheckStore(r) => answer(exec, id, r).await,
         Request::OpenPullRequest(r) => answer(exec, id, r).await,

@@ -99,7 +99,7 @@ impl GitHub {
     /// always (the request was not carried out), a 5xx or a lost connection when repeating it
     /// is harmless (reads, edits, and creating a PR, which is looked up first). Waits what
     /// `Retry-After` says (at most a minute), else 1, 2, 4 s.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -233,11 +233,16 @@ impl GitHub {
         Ok((issue, v["body"].as_str().unwrap_or("").to_string()))
     }
 
+    /// The repository, `owner/repo`.
+    pub fn repo(&self) -> &str {
+        &self.repo
+    }
+
     fn owner(&self) -> &str {
         self.repo.split('/').next().unwrap_or("")
     }
 
-    fn pr_of(v: &Value, what: &str) -> Result<PullRequestRef, ForgeError> {
+    pub(crate) fn pr_of(v: &Value, what: &str) -> Result<PullRequestRef, ForgeError> {
         Ok(PullRequestRef {
             number: v["number"].as_u64().ok_or_else(|| ForgeError::BadAnswer {
                 what: what.to_string(),

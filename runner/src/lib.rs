@@ -13,8 +13,10 @@
 //!   where `wf` is, and the agents' environment.
 //! - [`workspace`]: worktrees, branches and the runner's commits; [`git`]: git through the
 //!   process layer; [`forge`]: issues, pull requests and the progress comment (GitHub REST);
-//!   [`rollback`]: `wf rollback`.
+//!   [`rollback`]: `wf rollback`; [`tracker`]: the forge as an issue tracker (ready issues,
+//!   blockers, pull requests, labels, reviews, new issues).
 //! - [`http`]: the dashboard (`--http`): its page, and the protocol over a WebSocket.
+//! - [`triggers`]: cron, issue-ready and pull-request triggers, each firing a workflow once.
 //! - [`metrics`]: what this runner counted, in the Prometheus text format.
 //! - [`notify`]: delivering the notifications recorded in assignments' outboxes.
 //! - [`live`]: the numbered live events of running attempts, their followers, NATS.
@@ -39,6 +41,8 @@ pub mod random;
 pub mod reaper;
 pub mod rollback;
 pub mod server;
+pub mod tracker;
+pub mod triggers;
 pub mod workspace;
 
 pub mod cli;

@@ -231,6 +231,50 @@ pub async fn run(
     })
 }
 
+/// Runs `sh -c COMMAND` in `dir` to its end (at most `timeout`) and returns its exit code and
+/// its stdout (the first 16 MiB). For short helper commands (a tracker's CLI), through the one
+/// spawn site, with the agents' process-group and timeout rules.
+pub async fn output(
+    command: &str,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<(Option<i32>, String), SpawnError> {
+    let spec = CommandSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), command.to_string()],
+        env: BTreeMap::new(),
+        cwd: dir.to_path_buf(),
+        stdin: None,
+    };
+    let limits = Limits::new(timeout, timeout, Duration::from_secs(2));
+    let mut out = String::new();
+    let exit = run(
+        &spec,
+        &BTreeMap::new(),
+        &limits,
+        &CancellationToken::new(),
+        |_| {},
+        |line| {
+            if let Line::Text(t) = line {
+                if out.len() < 16 * 1024 * 1024 {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+            Flow::Continue
+        },
+    )
+    .await?;
+    let code = match exit.ended {
+        Ended::Exited { code, .. } => code,
+        _ => None,
+    };
+    if code != Some(0) && out.trim().is_empty() {
+        out = exit.stderr_tail;
+    }
+    Ok((code, out))
+}
+
 /// Kills an attempt's group and marked processes when dropped armed.
 struct KillOnDrop<'a> {
     pid: u32,

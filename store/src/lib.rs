@@ -385,6 +385,92 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A state record beside the assignments (a trigger's: its last slot, its counters), as
+    /// JSON, with the version its compare-and-swap compares.
+    async fn get_state(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        match self {
+            Store::Sled(s) => s.get_state(key),
+            Store::Nats(s) => s.get_state(key).await,
+        }
+    }
+
+    /// Writes state record `key` if its version is still `expected` (`None`: it must not
+    /// exist yet). Durable before it returns, like every write.
+    async fn put_state(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        bytes: Vec<u8>,
+    ) -> Result<Cas, StoreError> {
+        match self {
+            Store::Sled(s) => s.put_state(key, expected, bytes).await,
+            Store::Nats(s) => s.put_state(key, expected, bytes).await,
+        }
+    }
+
+    /// State record `key`, decoded (`None` when it does not exist).
+    pub async fn state<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_state(key).await? {
+            None => Ok(None),
+            Some((bytes, _)) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.to_string(),
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Changes state record `key` by compare-and-swap, as [`Store::update`] does documents:
+    /// `f` gets the current value (`None`: none yet) and returns the new one, or refuses.
+    /// Key: `[a-z0-9_-]` and `.`, at most 200 bytes.
+    pub async fn update_state<S, T, E>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<S>) -> Result<(S, T), E>,
+    ) -> Result<(S, T), UpdateError<E>>
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let ok = !key.is_empty()
+            && key.len() <= 200
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !ok {
+            return Err(UpdateError::Store(StoreError::Backend(format!(
+                "state key {key:?}: use a-z, 0-9, -, _ and ."
+            ))));
+        }
+        loop {
+            let current = self.get_state(key).await?;
+            let (value, expected) = match current {
+                None => (None, None),
+                Some((bytes, version)) => {
+                    let value =
+                        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                            key: key.to_string(),
+                            message: e.to_string(),
+                        })?;
+                    (Some(value), Some(version))
+                }
+            };
+            let (new, out) = f(value).map_err(UpdateError::Refused)?;
+            let bytes = serde_json::to_vec(&new).expect("state records encode");
+            match self.put_state(key, expected, bytes).await? {
+                Cas::Done => return Ok((new, out)),
+                Cas::Conflict => continue,
+            }
+        }
+    }
+}
+
 /// Decodes a stored document: one of a schema this wf reads, or the reason it cannot
 /// ([`StoreError::Newer`] when a newer wf wrote it, [`StoreError::Corrupt`] otherwise).
 pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Assignment, StoreError> {

@@ -471,6 +471,43 @@ impl NatsStore {
             .map_err(|e| backend("cannot write an assignment", e))
     }
 
+    pub(super) async fn get_state(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        match self
+            .inner
+            .kv
+            .entry(self.key("state", key))
+            .await
+            .map_err(|e| backend("cannot read a state record", e))?
+        {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok(Some((entry.value.to_vec(), entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The state records' CAS: a KV create, or an update conditioned on the revision read.
+    pub(super) async fn put_state(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        bytes: Vec<u8>,
+    ) -> Result<Cas, StoreError> {
+        let key = self.key("state", key);
+        match expected {
+            None => match self.inner.kv.create(&key, bytes.into()).await {
+                Ok(_) => Ok(Cas::Done),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Cas::Conflict),
+                Err(e) => Err(backend("cannot write a state record", e)),
+            },
+            Some(revision) => match self.inner.kv.update(&key, bytes.into(), revision).await {
+                Ok(_) => Ok(Cas::Done),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+                Err(e) => Err(backend("cannot write a state record", e)),
+            },
+        }
+    }
+
     pub(super) async fn put_blob(&self, key: &BlobKey, bytes: &[u8]) -> Result<(), StoreError> {
         self.inner
             .kv

@@ -35,6 +35,8 @@ struct Inner {
     flushes: std::sync::Mutex<std::sync::mpsc::Sender<FlushRequest>>,
     docs: sled::Tree,
     blobs: sled::Tree,
+    /// State records: an 8-byte big-endian version, then the JSON.
+    states: sled::Tree,
     changes: broadcast::Sender<Change>,
     watcher: OnceLock<()>,
     path: PathBuf,
@@ -151,6 +153,9 @@ impl SledStore {
         };
         let docs = db.open_tree(format!("{namespace}/asg")).map_err(backend)?;
         let blobs = db.open_tree(format!("{namespace}/blob")).map_err(backend)?;
+        let states = db
+            .open_tree(format!("{namespace}/state"))
+            .map_err(backend)?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let flushes = std::sync::Mutex::new(spawn_flusher(db.clone())?);
         Ok(Self {
@@ -158,6 +163,7 @@ impl SledStore {
                 flushes,
                 docs,
                 blobs,
+                states,
                 changes,
                 watcher: OnceLock::new(),
                 path: path.to_path_buf(),
@@ -259,6 +265,50 @@ impl SledStore {
             .inner
             .docs
             .compare_and_swap(key, Some(current), Some(bytes))
+            .map_err(backend)?;
+        if res.is_err() {
+            return Ok(Cas::Conflict);
+        }
+        self.flush().await?;
+        Ok(Cas::Done)
+    }
+
+    pub(super) fn get_state(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let Some(raw) = self.inner.states.get(key.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        if raw.len() < 8 {
+            return Err(StoreError::Corrupt {
+                key: key.to_string(),
+                message: "a state record shorter than its version".into(),
+            });
+        }
+        let version = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+        Ok(Some((raw[8..].to_vec(), version)))
+    }
+
+    /// The state records' CAS: sled's byte-wise compare-and-swap against the record whose
+    /// version was read.
+    pub(super) async fn put_state(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        bytes: Vec<u8>,
+    ) -> Result<Cas, StoreError> {
+        let current = self.inner.states.get(key.as_bytes()).map_err(backend)?;
+        let version = current
+            .as_ref()
+            .filter(|c| c.len() >= 8)
+            .map(|c| u64::from_be_bytes(c[..8].try_into().expect("8 bytes")));
+        if version != expected {
+            return Ok(Cas::Conflict);
+        }
+        let mut new = (expected.unwrap_or(0) + 1).to_be_bytes().to_vec();
+        new.extend_from_slice(&bytes);
+        let res = self
+            .inner
+            .states
+            .compare_and_swap(key.as_bytes(), current, Some(new))
             .map_err(backend)?;
         if res.is_err() {
             return Ok(Cas::Conflict);

@@ -22,6 +22,7 @@ mod process;
 mod real_clis;
 mod store_contract;
 mod tidy;
+mod triggers;
 mod workflows;
 mod workspaces;
 

@@ -140,6 +140,42 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
         .await
         .unwrap();
 
+    // State records: created once, then changed only by compare-and-swap; concurrent
+    // increments are all kept.
+    assert_eq!(store.state::<u64>("trigger.t1").await.unwrap(), None);
+    let created = store
+        .update_state::<u64, bool, ()>("trigger.t1", |v| Ok((0, v.is_none())))
+        .await
+        .unwrap();
+    assert_eq!(created, (0, true));
+    let writers = 6;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                s.update_state::<u64, (), ()>("trigger.t1", |v| Ok((v.unwrap_or(0) + 1, ())))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        store.state::<u64>("trigger.t1").await.unwrap(),
+        Some(writers * 5)
+    );
+    let refused = store
+        .update_state::<u64, (), &str>("trigger.t1", |_| Err("no"))
+        .await;
+    assert!(matches!(refused, Err(UpdateError::Refused("no"))));
+    assert!(store
+        .update_state::<u64, (), ()>("Bad Key", |_| Ok((1, ())))
+        .await
+        .is_err());
+
     // Durable: a reopened store has everything acknowledged (after a clean close here; for sled,
     // sled_acknowledged_writes_survive_an_abort checks it without one).
     let store = reopen(store).await;
@@ -149,6 +185,10 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
     assert_eq!(
         store.get_blob(&res).await.unwrap().unwrap().len(),
         big.len()
+    );
+    assert_eq!(
+        store.state::<u64>("trigger.t1").await.unwrap(),
+        Some(writers * 5)
     );
 }
 

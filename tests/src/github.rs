@@ -30,6 +30,9 @@ struct State {
     pulls: Vec<Value>,
     comments: HashMap<u64, Value>,
     next_comment: u64,
+    /// Issue number → the numbers of the issues blocking it.
+    blocked_by: HashMap<u64, Vec<u64>>,
+    reviews: Vec<Value>,
     requests: Vec<Request>,
 }
 
@@ -80,11 +83,89 @@ impl FakeGitHub {
     /// Adds issue `number`.
     pub fn add_issue(&self, number: u64, title: &str, body: &str, labels: &[&str]) {
         let issue = json!({
-            "number": number, "title": title, "body": body, "state": "open",
+            "number": number, "id": 900_000 + number, "title": title, "body": body, "state": "open",
             "html_url": format!("https://github.com/{}/issues/{number}", self.repo),
             "labels": labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         });
         self.state.lock().unwrap().issues.insert(number, issue);
+    }
+
+    /// Records that issue `number` is blocked by issue `by`.
+    pub fn block(&self, number: u64, by: u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .blocked_by
+            .entry(number)
+            .or_default()
+            .push(by);
+    }
+
+    /// Closes issue `number`.
+    pub fn close(&self, number: u64) {
+        if let Some(i) = self.state.lock().unwrap().issues.get_mut(&number) {
+            i["state"] = json!("closed");
+        }
+    }
+
+    /// Issue `number` as stored.
+    pub fn issue(&self, number: u64) -> Option<Value> {
+        self.state.lock().unwrap().issues.get(&number).cloned()
+    }
+
+    /// Every issue, by number.
+    pub fn issues(&self) -> HashMap<u64, Value> {
+        self.state.lock().unwrap().issues.clone()
+    }
+
+    /// The numbers of the issues blocking issue `number`.
+    pub fn blockers(&self, number: u64) -> Vec<u64> {
+        self.state
+            .lock()
+            .unwrap()
+            .blocked_by
+            .get(&number)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds an open pull request `number` from `branch` at commit `sha` into `base`.
+    pub fn add_pull(
+        &self,
+        number: u64,
+        title: &str,
+        branch: &str,
+        sha: &str,
+        base: &str,
+        draft: bool,
+    ) {
+        let owner = self.repo.split('/').next().unwrap_or("").to_string();
+        let pr = json!({
+            "number": number, "title": title, "state": "open", "draft": draft,
+            "html_url": format!("https://github.com/{}/pull/{number}", self.repo),
+            "head": {"ref": branch, "label": format!("{owner}:{branch}"), "sha": sha},
+            "base": {"ref": base}, "user": {"login": "octocat"},
+        });
+        self.state.lock().unwrap().pulls.push(pr);
+    }
+
+    /// Moves pull request `number`'s head to commit `sha` (a push).
+    pub fn push_pull(&self, number: u64, sha: &str) {
+        if let Some(p) = self
+            .state
+            .lock()
+            .unwrap()
+            .pulls
+            .iter_mut()
+            .find(|p| p["number"] == number)
+        {
+            p["head"]["sha"] = json!(sha);
+        }
+    }
+
+    /// The reviews posted.
+    pub fn reviews(&self) -> Vec<Value> {
+        self.state.lock().unwrap().reviews.clone()
     }
 
     /// Answers the next `times` requests `method …suffix` with `status` (GitHub's 5xx, or 429
@@ -193,6 +274,25 @@ fn serve(conn: TcpStream, state: &Mutex<State>, repo: &str) {
     );
 }
 
+/// Decodes `%XX` escapes of a path or query component.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 // Long: one arm per REST call, the fake forge's whole API.
 fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let prefix = format!("/repos/{repo}");
@@ -212,13 +312,148 @@ fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> 
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("head="))
                 .map(|h| h.replace("%2F", "/").replace("%3A", ":"));
+            let open_only = query.split('&').any(|kv| kv == "state=open");
             let found: Vec<Value> = st
                 .pulls
                 .iter()
                 .filter(|p| head.as_deref().is_none_or(|h| p["head"]["label"] == h))
+                .filter(|p| !open_only || p["state"] == "open")
                 .cloned()
                 .collect();
             (200, Value::Array(found))
+        }
+        ("GET", ["issues"]) => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .map(decode)
+            };
+            let label = param("labels");
+            let open_only = param("state").as_deref() == Some("open");
+            let mut found: Vec<Value> = st
+                .issues
+                .values()
+                .filter(|i| !open_only || i["state"] == "open")
+                .filter(|i| {
+                    label.as_deref().is_none_or(|l| {
+                        i["labels"]
+                            .as_array()
+                            .is_some_and(|ls| ls.iter().any(|x| x["name"] == l))
+                    })
+                })
+                .cloned()
+                .collect();
+            found.sort_by_key(|i| i["number"].as_u64());
+            (200, Value::Array(found))
+        }
+        ("POST", ["issues"]) => {
+            let number = st.issues.keys().max().copied().unwrap_or(0) + 1;
+            let issue = json!({
+                "number": number, "id": 900_000 + number, "title": body["title"], "body": body["body"],
+                "state": "open", "html_url": format!("https://github.com/{repo}/issues/{number}"),
+                "labels": body["labels"].as_array().map(|ls| ls.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()).unwrap_or_default(),
+            });
+            st.issues.insert(number, issue.clone());
+            (201, issue)
+        }
+        ("PATCH", ["issues", n]) => match n.parse().ok().and_then(|n: u64| st.issues.get_mut(&n)) {
+            Some(i) => {
+                if let Some(s) = body.get("state") {
+                    i["state"] = s.clone();
+                }
+                (200, i.clone())
+            }
+            None => (404, json!({"message": "Not Found"})),
+        },
+        ("GET", ["issues", n, "dependencies", "blocked_by"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let blockers: Vec<Value> = st
+                .blocked_by
+                .get(&n)
+                .into_iter()
+                .flatten()
+                .filter_map(|b| st.issues.get(b).cloned())
+                .collect();
+            (200, Value::Array(blockers))
+        }
+        ("POST", ["issues", n, "dependencies", "blocked_by"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let by = st
+                .issues
+                .values()
+                .find(|i| i["id"] == body["issue_id"])
+                .and_then(|i| i["number"].as_u64());
+            match by {
+                Some(b) if st.blocked_by.get(&n).is_some_and(|l| l.contains(&b)) => (
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"message": "already blocked by it"}]}),
+                ),
+                Some(b) => {
+                    st.blocked_by.entry(n).or_default().push(b);
+                    (201, st.issues.get(&n).cloned().unwrap_or(Value::Null))
+                }
+                None => (404, json!({"message": "Not Found"})),
+            }
+        }
+        ("POST", ["issues", n, "labels"]) => {
+            match n.parse().ok().and_then(|n: u64| st.issues.get_mut(&n)) {
+                Some(i) => {
+                    let mut labels = i["labels"].as_array().cloned().unwrap_or_default();
+                    for l in body["labels"].as_array().into_iter().flatten() {
+                        if !labels.iter().any(|x| x["name"] == *l) {
+                            labels.push(json!({"name": l}));
+                        }
+                    }
+                    i["labels"] = Value::Array(labels.clone());
+                    (200, Value::Array(labels))
+                }
+                None => (404, json!({"message": "Not Found"})),
+            }
+        }
+        ("DELETE", ["issues", n, "labels", l]) => {
+            match n.parse().ok().and_then(|n: u64| st.issues.get_mut(&n)) {
+                Some(i) => {
+                    let l = decode(l);
+                    let labels: Vec<Value> = i["labels"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|x| x["name"] != l.as_str())
+                        .collect();
+                    i["labels"] = Value::Array(labels.clone());
+                    (200, Value::Array(labels))
+                }
+                None => (404, json!({"message": "Not Found"})),
+            }
+        }
+        ("GET", ["issues", n, "comments"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let mut found: Vec<Value> = st
+                .comments
+                .values()
+                .filter(|c| c["issue"] == n)
+                .cloned()
+                .collect();
+            found.sort_by_key(|c| c["id"].as_u64());
+            (200, Value::Array(found))
+        }
+        ("GET", ["pulls", n, "reviews"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let found: Vec<Value> = st
+                .reviews
+                .iter()
+                .filter(|r| r["pull"] == n)
+                .cloned()
+                .collect();
+            (200, Value::Array(found))
+        }
+        ("POST", ["pulls", n, "reviews"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let review = json!({"id": 7000 + st.reviews.len() as u64, "pull": n, "body": body["body"], "event": body["event"]});
+            st.reviews.push(review.clone());
+            (200, review)
         }
         ("POST", ["pulls"]) => {
             let head = body["head"].as_str().unwrap_or("");
@@ -249,10 +484,11 @@ fn route(st: &mut State, repo: &str, method: &str, path: &str, body: &Value) -> 
             st.pulls.push(pr.clone());
             (201, pr)
         }
-        ("POST", ["issues", _, "comments"]) => {
+        ("POST", ["issues", n, "comments"]) => {
             st.next_comment += 1;
             let id = st.next_comment;
-            let comment = json!({"id": id, "body": body["body"]});
+            let comment =
+                json!({"id": id, "body": body["body"], "issue": n.parse::<u64>().unwrap_or(0)});
             st.comments.insert(id, comment.clone());
             (201, comment)
         }

@@ -13,6 +13,7 @@ mod logs;
 mod queue;
 mod retry;
 mod skip_job;
+mod triggers;
 mod update_assignment;
 mod watch;
 mod workspaces;
@@ -67,6 +68,7 @@ pub(crate) async fn run(
         StoreCommand::Retry(args) => retry::run(backend, args).await,
         StoreCommand::Approve(args) => approve::run(backend, args).await,
         StoreCommand::SkipJob(args) => skip_job::run(backend, args).await,
+        StoreCommand::Triggers(args) => triggers::run(backend, args).await,
         StoreCommand::Queue(args) => queue::run(backend, args).await,
         StoreCommand::Workspaces(args) => workspaces::list(backend, config, args).await,
         StoreCommand::Gc(args) => workspaces::gc(backend, config, args).await,

@@ -158,6 +158,7 @@ pub fn instantiate(
             source: wf.source.as_str().to_string(),
             params: params.clone(),
             no_pull_request: !wf.pull_request,
+            trigger: None,
         },
         north_star,
         forge_issue: param_of(&wf.forge_issue).filter(|v| !v.is_empty()),

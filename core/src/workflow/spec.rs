@@ -26,6 +26,19 @@ pub struct WorkflowRef {
     /// The branch does not become a pull request when the assignment completes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_pull_request: bool,
+    /// The trigger that created the assignment, and what fired it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerRef>,
+}
+
+/// The trigger that created an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRef {
+    /// The trigger's id.
+    pub id: String,
+    /// What fired it: a slot, `issue/owner/repo#12`, `pr/owner/repo#7@<sha>`, `beads/<id>`.
+    pub event: String,
 }
 
 string_enum! {

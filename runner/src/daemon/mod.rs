@@ -174,6 +174,13 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     if let Some(addr) = opts.http {
         serve_dashboard(&ctx, addr, server_stop.clone()).await?;
     }
+    let triggers = crate::triggers::load(&config).map_err(anyhow::Error::msg)?;
+    if !triggers.is_empty() {
+        tracing::info!(count = triggers.len(), "triggers");
+        let engine = crate::triggers::Engine::new(store.clone(), config.clone(), triggers)
+            .map_err(anyhow::Error::msg)?;
+        tokio::spawn(crate::triggers::run(engine, server_stop.clone()));
+    }
     let queue = startup::listen(&ctx, server_stop.clone()).await?;
     let mut scheduler = scheduler::Scheduler::new(ctx, docs, queue);
     let result = scheduler.run(changes, &mut signals).await;
