@@ -16,6 +16,8 @@
 //!   [`rollback`]: `wf rollback`; [`tracker`]: the forge as an issue tracker (ready issues,
 //!   blockers, pull requests, labels, reviews, new issues).
 //! - [`http`]: the dashboard (`--http`): its page, and the protocol over a WebSocket.
+//! - [`publish`]: a workflow task's result on the forge (comment, labels, review, issues),
+//!   and a trigger's `on_complete`.
 //! - [`triggers`]: cron, issue-ready and pull-request triggers, each firing a workflow once.
 //! - [`metrics`]: what this runner counted, in the Prometheus text format.
 //! - [`notify`]: delivering the notifications recorded in assignments' outboxes.
@@ -37,6 +39,7 @@ pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod process;
+pub mod publish;
 pub mod random;
 pub mod reaper;
 pub mod rollback;

@@ -21,7 +21,7 @@ use wf_core::chain::{self, LeaseView};
 use wf_core::clock::now_ms;
 use wf_core::config::{HookFormat, HookTarget, HookUrl, NotifyHook, WEBHOOK_TIMEOUT};
 use wf_core::harness::{CommandSpec, Ended};
-use wf_core::model::{Assignment, Millis, Notice};
+use wf_core::model::{Assignment, Millis, Notice, NotifyEvent};
 use wf_store::{Store, UpdateError};
 
 use crate::process::{self, Flow, Limits};
@@ -42,9 +42,39 @@ pub const MAX_ROUNDS: u32 = ROUND_BACKOFF_MS.len() as u32;
 /// The header carrying the body's HMAC-SHA256, as `sha256=<hex>` (GitHub's scheme).
 pub const SIGNATURE_HEADER: &str = "X-Wf-Signature-256";
 
+/// The key under which a trigger's `on_complete` is marked done in a notice.
+pub const TRIGGER_KEY: &str = "trigger:on_complete";
+
+/// What the triggers of this project do when their assignments complete.
+pub struct TriggerActions {
+    /// The configuration (the forge).
+    pub config: wf_core::config::Config,
+    /// By trigger id.
+    pub actions: std::collections::BTreeMap<String, wf_core::trigger::RawOnComplete>,
+}
+
+/// Where a notice goes.
+enum Target<'a> {
+    /// A configured hook.
+    Hook(&'a NotifyHook),
+    /// The `on_complete` of the trigger that made the assignment.
+    Trigger,
+}
+
+impl Target<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Target::Hook(h) => &h.key,
+            Target::Trigger => TRIGGER_KEY,
+        }
+    }
+}
+
 /// What a runner needs to deliver notices.
 pub struct Notifier {
     hooks: Vec<NotifyHook>,
+    /// The triggers' completion actions, when this runner runs triggers.
+    triggers: Option<TriggerActions>,
     http: reqwest::Client,
     store: Store,
     runner_id: String,
@@ -65,9 +95,11 @@ enum Sent {
 }
 
 impl Notifier {
-    /// A notifier for `hooks`, writing with `store` as `runner_id`.
+    /// A notifier for `hooks` (and the completion actions of `triggers`), writing with
+    /// `store` as `runner_id`.
     pub fn new(
         hooks: Vec<NotifyHook>,
+        triggers: Option<TriggerActions>,
         store: Store,
         runner_id: String,
         cwd: std::path::PathBuf,
@@ -81,6 +113,7 @@ impl Notifier {
         Ok(Self {
             exclusive: store.exclusive(),
             hooks,
+            triggers,
             http,
             store,
             runner_id,
@@ -96,9 +129,25 @@ impl Notifier {
         }
     }
 
-    /// Whether some hook wants `notice`.
-    fn wants(&self, notice: &Notice) -> bool {
-        self.hooks.iter().any(|h| h.on.contains(&notice.event))
+    /// Where `notice` of `doc` goes: the hooks that want its event, and for a completion of
+    /// an assignment a trigger made, the trigger's `on_complete`.
+    fn targets(&self, notice: &Notice, doc: &Assignment) -> Vec<Target<'_>> {
+        let mut out: Vec<Target<'_>> = self
+            .hooks
+            .iter()
+            .filter(|h| h.on.contains(&notice.event))
+            .map(Target::Hook)
+            .collect();
+        let from_trigger = doc.workflow.as_ref().is_some_and(|w| w.trigger.is_some());
+        if notice.event == NotifyEvent::Complete && from_trigger && self.triggers.is_some() {
+            out.push(Target::Trigger);
+        }
+        out
+    }
+
+    /// Whether some target wants `notice`.
+    fn wants(&self, notice: &Notice, doc: &Assignment) -> bool {
+        !self.targets(notice, doc).is_empty()
     }
 
     /// The notices of `doc` this runner should deliver now.
@@ -108,14 +157,14 @@ impl Notifier {
         }
         chain::deliverable(doc, &self.view())
             .into_iter()
-            .filter(|n| self.wants(n))
+            .filter(|n| self.wants(n, doc))
             .map(|n| n.id.clone())
             .collect()
     }
 
     /// When a notice of `doc` this runner waits for may become due.
     pub fn next_due(&self, doc: &Assignment) -> Option<Millis> {
-        if doc.outbox.iter().any(|n| self.wants(n)) {
+        if doc.outbox.iter().any(|n| self.wants(n, doc)) {
             chain::next_notice_at(doc, &self.view())
         } else {
             None
@@ -150,30 +199,34 @@ impl Notifier {
     pub async fn deliver(&self, aid: &str, id: &str) -> Option<Assignment> {
         let (mut doc, mut notice) = self.claim(aid, id).await?;
         let mut failing: Vec<(String, Option<Duration>)> = Vec::new();
-        let hooks: Vec<&NotifyHook> = self
-            .hooks
-            .iter()
-            .filter(|h| h.on.contains(&notice.event))
-            .filter(|h| !notice.delivered.contains(&h.key))
+        let targets: Vec<Target<'_>> = self
+            .targets(&notice, &doc)
+            .into_iter()
+            .filter(|t| !notice.delivered.iter().any(|k| k == t.key()))
             .collect();
-        for (i, hook) in hooks.into_iter().enumerate() {
+        for (i, hook) in targets.into_iter().enumerate() {
             if i > 0 {
                 // Each hook may take its whole round: keep the claim ahead of it.
                 (doc, notice) = self.claim(aid, id).await?;
             }
-            let payload = chain::payload(&doc, &notice);
-            let sent = self.send(hook, &notice, &payload).await;
+            let sent = match &hook {
+                Target::Hook(h) => {
+                    let payload = chain::payload(&doc, &notice);
+                    self.send(h, &notice, &payload).await
+                }
+                Target::Trigger => self.trigger_actions(&doc).await,
+            };
             let done = match &sent {
                 Sent::Delivered => {
-                    tracing::info!(assignment = %aid, notice = %id, hook = %hook.key, "notification delivered");
+                    tracing::info!(assignment = %aid, notice = %id, hook = %hook.key(), "notification delivered");
                     true
                 }
                 Sent::Permanent(why) => {
-                    tracing::error!(assignment = %aid, notice = %id, hook = %hook.key, %why, "a hook refused a notification for good; not retrying it");
+                    tracing::error!(assignment = %aid, notice = %id, hook = %hook.key(), %why, "a hook refused a notification for good; not retrying it");
                     true
                 }
                 Sent::Transient(why, after) => {
-                    tracing::warn!(assignment = %aid, notice = %id, hook = %hook.key, %why, "notification not delivered; will retry");
+                    tracing::warn!(assignment = %aid, notice = %id, hook = %hook.key(), %why, "notification not delivered; will retry");
                     failing.push((why.clone(), *after));
                     false
                 }
@@ -182,7 +235,7 @@ impl Notifier {
                 let marked = self
                     .store
                     .update(aid, |d| {
-                        chain::notice_delivered(d, id, &hook.key, &self.runner_id)
+                        chain::notice_delivered(d, id, hook.key(), &self.runner_id)
                     })
                     .await;
                 match marked {
@@ -196,21 +249,7 @@ impl Notifier {
                 }
             }
         }
-        let rounds = notice.failed_rounds + 1;
-        let retry_at = if failing.is_empty() {
-            None
-        } else if rounds >= MAX_ROUNDS {
-            tracing::error!(assignment = %aid, notice = %id, rounds, last = %failing[0].0, "giving up a notification after every round failed");
-            None
-        } else {
-            let backoff = ROUND_BACKOFF_MS[(rounds as usize - 1).min(ROUND_BACKOFF_MS.len() - 1)];
-            let asked = failing
-                .iter()
-                .filter_map(|(_, a)| *a)
-                .max()
-                .map_or(0, |d| d.as_millis() as Millis);
-            Some(now_ms() + backoff.max(asked))
-        };
+        let retry_at = next_round(&notice, &failing);
         match self
             .store
             .update(aid, |d| {
@@ -223,6 +262,23 @@ impl Notifier {
                 tracing::warn!(assignment = %aid, notice = %id, %e, "cannot finish a notice; its claim will expire");
                 None
             }
+        }
+    }
+
+    /// A completed assignment's trigger `on_complete`: its forge actions (none: done).
+    async fn trigger_actions(&self, doc: &Assignment) -> Sent {
+        let (Some(t), Some(trigger)) = (
+            &self.triggers,
+            doc.workflow.as_ref().and_then(|w| w.trigger.as_ref()),
+        ) else {
+            return Sent::Delivered;
+        };
+        let Some(actions) = t.actions.get(&trigger.id) else {
+            return Sent::Delivered;
+        };
+        match crate::publish::on_complete(&t.config, doc, actions).await {
+            Ok(()) => Sent::Delivered,
+            Err(e) => Sent::Transient(e, None),
         }
     }
 
@@ -377,6 +433,26 @@ impl Notifier {
             Err(e) => Sent::Transient(e.to_string(), None),
         }
     }
+}
+
+/// When notice `notice` is tried again after a round in which the hooks `failing` failed
+/// (`None`: every hook has it, or every round failed and it is given up).
+fn next_round(notice: &Notice, failing: &[(String, Option<Duration>)]) -> Option<Millis> {
+    let rounds = notice.failed_rounds + 1;
+    if failing.is_empty() {
+        return None;
+    }
+    if rounds >= MAX_ROUNDS {
+        tracing::error!(notice = %notice.id, rounds, last = %failing[0].0, "giving up a notification after every round failed");
+        return None;
+    }
+    let backoff = ROUND_BACKOFF_MS[(rounds as usize - 1).min(ROUND_BACKOFF_MS.len() - 1)];
+    let asked = failing
+        .iter()
+        .filter_map(|(_, a)| *a)
+        .max()
+        .map_or(0, |d| d.as_millis() as Millis);
+    Some(now_ms() + backoff.max(asked))
 }
 
 /// What an HTTP status means for a webhook.

@@ -19,6 +19,7 @@ mod live;
 mod nats;
 mod notify;
 mod process;
+mod publish;
 mod real_clis;
 mod store_contract;
 mod tidy;

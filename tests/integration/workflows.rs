@@ -441,3 +441,75 @@ fn bad_workflow_files_and_parameters_are_refused_naming_the_problem() {
         "{list}"
     );
 }
+
+const POLLED: &str = r#"
+workflow = "polled"
+version = 1
+[[tasks]]
+id = "build"
+type = "implement"
+instructions = "build"
+[[tasks]]
+id = "ci"
+depends_on = ["build"]
+gate = { kind = "command", run = "test -f ci-green", every = "200ms", timeout = "60s" }
+[[tasks]]
+id = "ship"
+type = "document"
+depends_on = ["ci"]
+instructions = "ship"
+[[tasks]]
+id = "never"
+depends_on = ["ship"]
+gate = { kind = "command", run = "exit 1", every = "100ms", timeout = "500ms" }
+on_failure = "block"
+"#;
+
+#[test]
+fn a_command_gate_waits_for_its_command_and_fails_at_its_timeout() {
+    let mut env = project("polled", POLLED, json!({}));
+    let script = json!({
+        "implement": ok("built"),
+        "document": ok("shipped"),
+        "pm": [{"init": true}, {"result": "ok"}],
+    });
+    std::fs::write(env.work.join("script.json"), script.to_string()).unwrap();
+    env.start_runner();
+    let aid = env
+        .wf_ok(&["create", "--workflow", "polled", "Ship when CI is green"])
+        .trim()
+        .to_string();
+    let doc = env.wait_for(&aid, LONG, |d| {
+        task_jobs(d, "ci")
+            .first()
+            .is_some_and(|j| j.status == JobStatus::Running)
+    });
+    assert_eq!(only(&doc, "ship").attempt, 0, "ship waits for the gate");
+    std::fs::write(env.root.join("ci-green"), "").unwrap();
+    let doc = env.wait_for(&aid, LONG, |d| d.status == AssignmentStatus::Blocked);
+    let ci = only(&doc, "ci");
+    assert_eq!((ci.status, ci.attempt), (JobStatus::Complete, 1));
+    assert_eq!(only(&doc, "ship").status, JobStatus::Complete);
+    let never = only(&doc, "never");
+    assert_eq!(
+        (never.status, never.failure_reason),
+        (JobStatus::Failed, Some(FailureReason::Timeout))
+    );
+    assert!(
+        never
+            .failure_detail
+            .as_deref()
+            .unwrap()
+            .contains("`exit 1` did not succeed"),
+        "{never:?}"
+    );
+    let reason = doc.blocked_reason.clone().unwrap();
+    assert!(reason.contains("task `never` failed (timeout"), "{reason}");
+    // No PM reviewed the passing gate: one after build, one after ship.
+    let pms = doc
+        .jobs
+        .iter()
+        .filter(|j| j.job_type == wf_core::model::JobType::Pm)
+        .count();
+    assert_eq!(pms, 2);
+}

@@ -74,6 +74,19 @@ pub fn note_transitions(
     wanted: NotifySet,
     now: Millis,
 ) {
+    // An assignment a trigger made records its completion whatever the hooks: the trigger's
+    // `on_complete` may act on it.
+    let from_trigger = after.workflow.as_ref().is_some_and(|w| w.trigger.is_some());
+    let wanted = if from_trigger {
+        NotifySet::of(
+            NotifyEvent::ALL
+                .iter()
+                .copied()
+                .filter(|e| wanted.contains(*e) || *e == NotifyEvent::Complete),
+        )
+    } else {
+        wanted
+    };
     if wanted.is_empty() {
         return;
     }

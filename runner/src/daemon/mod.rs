@@ -101,17 +101,26 @@ async fn serve_dashboard(
     Ok(())
 }
 
-/// The notifier, when some hook is configured.
+/// The notifier, when some hook is configured or some trigger may act on completion.
 fn notifier(
     config: &Config,
     store: &Store,
     runner_id: &str,
+    triggers: &[wf_core::trigger::Trigger],
 ) -> anyhow::Result<Option<Arc<crate::notify::Notifier>>> {
-    if config.notify.is_empty() {
+    if config.notify.is_empty() && triggers.is_empty() {
         return Ok(None);
     }
+    let actions = (!triggers.is_empty()).then(|| crate::notify::TriggerActions {
+        config: config.clone(),
+        actions: triggers
+            .iter()
+            .filter_map(|t| t.on_complete.clone().map(|a| (t.id.clone(), a)))
+            .collect(),
+    });
     let notifier = crate::notify::Notifier::new(
         config.notify.clone(),
+        actions,
         store.clone(),
         runner_id.to_string(),
         config.root.clone(),
@@ -153,6 +162,7 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
     };
     tracing::info!(mode = ?workspace_mode, repo = ?repo.as_ref().map(|r| &r.top), ?remote, "workspaces");
     let redactor = Arc::new(crate::live::redactor(&agent_env.base));
+    let triggers = crate::triggers::load(&config).map_err(anyhow::Error::msg)?;
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         config: config.clone(),
@@ -168,13 +178,12 @@ pub async fn run(opts: Options, mut signals: mpsc::UnboundedReceiver<()>) -> any
         hub: Arc::new(crate::live::Hub::default()),
         redactor,
         metrics: Arc::default(),
-        notifier: notifier(&config, &store, &runner_id)?,
+        notifier: notifier(&config, &store, &runner_id, &triggers)?,
     });
     let server_stop = CancellationToken::new();
     if let Some(addr) = opts.http {
         serve_dashboard(&ctx, addr, server_stop.clone()).await?;
     }
-    let triggers = crate::triggers::load(&config).map_err(anyhow::Error::msg)?;
     if !triggers.is_empty() {
         tracing::info!(count = triggers.len(), "triggers");
         let engine = crate::triggers::Engine::new(store.clone(), config.clone(), triggers)

@@ -42,6 +42,39 @@ pub(super) fn apply_verdict(job: &Job, verdict: &mut Verdict) {
     }
 }
 
+/// Publishes a task's result on the forge when its workflow says to (`publish`): after a
+/// success, and for a review also after a failed verdict (the review asks for changes). What
+/// was done, or why it could not be, is added to the result for the PM.
+pub(super) async fn publish(
+    ctx: &super::Ctx,
+    doc: &wf_core::model::Assignment,
+    job: &Job,
+    verdict: &mut Verdict,
+) {
+    let Some(how) = job.task.as_ref().and_then(|t| t.publish) else {
+        return;
+    };
+    let passed = verdict.outcome == Outcome::Complete;
+    let failed_review = how == wf_core::workflow::Publish::PrReview
+        && verdict.outcome == Outcome::Failed(FailureReason::Verdict);
+    if !passed && !failed_review {
+        return;
+    }
+    let line = match crate::publish::publish(&ctx.config, doc, &job.id, how, &verdict.text, passed)
+        .await
+    {
+        Ok(line) => {
+            tracing::info!(assignment = %doc.id, job = %job.id, %line, "published");
+            line
+        }
+        Err(e) => {
+            tracing::warn!(assignment = %doc.id, job = %job.id, %e, "cannot publish the task's result");
+            format!("wf could not publish this result ({how}): {e}")
+        }
+    };
+    verdict.text = format!("{}\n\n---\n{line}", verdict.text.trim_end());
+}
+
 /// The checks of a task that names its own (`verify` in the workflow), all required.
 pub(super) fn task_checks(job: &Job) -> Option<Vec<CheckConfig>> {
     let verify = &job.task.as_ref()?.verify;

@@ -319,6 +319,7 @@ async fn run_job(
             verdict.detail = Some(why);
         }
     }
+    super::task::publish(ctx, doc, &job, &mut verdict).await;
     // The last job of a group to get here merges the group's branches before it records:
     // the PM that its record inserts sees the merged branch and any conflict.
     let last_of_unit = unit
