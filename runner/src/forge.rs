@@ -214,22 +214,10 @@ impl GitHub {
         if v.get("pull_request").is_some() {
             return Err(bad("it is a pull request, not an issue"));
         }
-        let issue = IssueRef {
-            number: v["number"].as_u64().ok_or_else(|| bad("no number"))?,
-            title: v["title"]
-                .as_str()
-                .ok_or_else(|| bad("no title"))?
-                .to_string(),
-            url: v["html_url"].as_str().unwrap_or_default().to_string(),
-            labels: v["labels"]
-                .as_array()
-                .map(|ls| {
-                    ls.iter()
-                        .filter_map(|l| l["name"].as_str().or(l.as_str()).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        if v["title"].as_str().is_none() {
+            return Err(bad("no title"));
+        }
+        let issue = issue_ref(&v).ok_or_else(|| bad("no number"))?;
         Ok((issue, v["body"].as_str().unwrap_or("").to_string()))
     }
 
@@ -335,6 +323,23 @@ impl GitHub {
             .await
             .map(drop)
     }
+}
+
+/// An issue as the REST API describes it (`None` without a number).
+pub(crate) fn issue_ref(v: &Value) -> Option<IssueRef> {
+    Some(IssueRef {
+        number: v["number"].as_u64()?,
+        title: v["title"].as_str().unwrap_or_default().to_string(),
+        url: v["html_url"].as_str().unwrap_or_default().to_string(),
+        labels: v["labels"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l["name"].as_str().or(l.as_str()).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
 }
 
 /// The repository's `owner/repo`: the configured one, else the remote's URL's.

@@ -52,21 +52,7 @@ fn list(v: Value, what: &str) -> Result<Vec<Value>, ForgeError> {
 
 fn issue_of(v: &Value, what: &str) -> Result<ListedIssue, ForgeError> {
     Ok(ListedIssue {
-        issue: IssueRef {
-            number: v["number"]
-                .as_u64()
-                .ok_or_else(|| bad(what, "an issue without a number"))?,
-            title: v["title"].as_str().unwrap_or_default().to_string(),
-            url: v["html_url"].as_str().unwrap_or_default().to_string(),
-            labels: v["labels"]
-                .as_array()
-                .map(|ls| {
-                    ls.iter()
-                        .filter_map(|l| l["name"].as_str().or(l.as_str()).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
+        issue: crate::forge::issue_ref(v).ok_or_else(|| bad(what, "an issue without a number"))?,
         id: v["id"].as_u64().unwrap_or_default(),
         body: v["body"].as_str().unwrap_or_default().to_string(),
     })
