@@ -673,6 +673,14 @@ impl Assignment {
         }
     }
 
+    /// Whether the assignment is open: anything may still happen to it without a human — it
+    /// is not complete, or it still holds a lease or notices to deliver. Runners keep only
+    /// open documents in memory; the store indexes them so that nothing else has to read the
+    /// finished ones.
+    pub fn is_open(&self) -> bool {
+        self.status != AssignmentStatus::Complete || self.lease.is_some() || !self.outbox.is_empty()
+    }
+
     /// The job with id `id`.
     pub fn job(&self, id: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.id == id)

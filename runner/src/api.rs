@@ -155,6 +155,9 @@ request_types! {
     ListAssignments {
         /// Only this status.
         status: Option<AssignmentStatus>,
+        /// Only open assignments (not complete, or with a lease or notices left).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        open: bool,
     }
     /// `wf assignment`.
     GetAssignment {
@@ -312,6 +315,12 @@ impl Call for UpdateAssignment {
 impl Call for ListAssignments {
     type Output = Vec<Assignment>;
     async fn execute(self, x: Exec<'_>) -> Result<Vec<Assignment>, OpError> {
+        if self.open {
+            let mut docs = x.store.list_open().await?;
+            docs.retain(|d| self.status.is_none_or(|s| d.status == s));
+            docs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            return Ok(docs);
+        }
         ops::list_assignments(x.store, self.status).await
     }
 }

@@ -348,7 +348,7 @@ impl Backend {
                 });
             }
             Backend::Direct { store, .. } => {
-                let mut changes = store.subscribe();
+                let mut changes = store.subscribe().await;
                 let current = match &assignment {
                     Some(prefix) => vec![crate::ops::find_assignment(store, prefix).await?],
                     None => crate::ops::list_assignments(store, None).await?,

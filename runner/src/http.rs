@@ -108,7 +108,7 @@ async fn connection(
             if let Err(why) = request.authorised(token.as_deref()) {
                 return respond(&mut stream, 403, "text/plain", &format!("{why}\n")).await;
             }
-            let docs = state.store.list().await.unwrap_or_default();
+            let docs = state.store.list_open().await.unwrap_or_default();
             let text = state
                 .metrics
                 .render(&state.runner_id, state.hub.running(), &docs);

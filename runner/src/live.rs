@@ -476,7 +476,7 @@ pub async fn nats_frames(
         d.job(&job.id)
             .is_some_and(|j| j.attempt == attempt && j.status == JobStatus::Running)
     };
-    let mut changes = store.subscribe();
+    let mut changes = store.subscribe().await;
     let mut follow = request.follow && running(&doc);
     if !follow {
         match nats.live_subject_empty(&subject).await {

@@ -228,9 +228,13 @@ pub async fn find_assignment(store: &Store, prefix: &str) -> Result<Assignment, 
             return Ok(doc);
         }
     }
-    let docs = store.list().await?;
-    match ids::resolve(&prefix, docs.into_iter().map(|d| (d.id.clone(), d))) {
-        Resolved::One(doc) => Ok(doc),
+    // The ids alone resolve a prefix: no document is read but the one found.
+    let all = store.ids().await?;
+    match ids::resolve(&prefix, all.into_iter().map(|id| (id.clone(), id))) {
+        Resolved::One(id) => store
+            .get(&id)
+            .await?
+            .ok_or_else(|| OpError::NotFound(format!("no assignment matches {prefix:?}"))),
         Resolved::None => Err(OpError::NotFound(format!(
             "no assignment matches {prefix:?}"
         ))),
@@ -521,7 +525,7 @@ pub async fn skip_job(
     caller: Option<&str>,
 ) -> Result<Assignment, OpError> {
     chain::check_len("the reason", reason, chain::MAX_REASON)?;
-    let docs = store.list().await?;
+    let docs = job_owners(store, prefix).await?;
     let (doc, job) = resolve_job(&docs, prefix)?;
     let job_id = job.id.clone();
     let (doc, ()) = store
@@ -649,12 +653,16 @@ pub async fn update_assignment(
     Ok(doc)
 }
 
-/// `wf assignments`: oldest first.
+/// `wf assignments`: oldest first. A status other than complete is looked for among the open
+/// assignments only (through the store's index): finished ones cost nothing.
 pub async fn list_assignments(
     store: &Store,
     status: Option<AssignmentStatus>,
 ) -> Result<Vec<Assignment>, OpError> {
-    let mut docs = store.list().await?;
+    let mut docs = match status {
+        Some(s) if s != AssignmentStatus::Complete => store.list_open().await?,
+        _ => store.list().await?,
+    };
     docs.retain(|d| status.is_none_or(|s| d.status == s));
     docs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(docs)
@@ -735,9 +743,19 @@ pub async fn archive_finished(store: &Store, aid: &str) -> Result<Option<Assignm
     Ok(written)
 }
 
+/// The documents to look for job `prefix` in: the open ones when one of their jobs matches (a
+/// job asked for by id is almost always of a running assignment), else every one.
+async fn job_owners(store: &Store, prefix: &str) -> Result<Vec<Assignment>, OpError> {
+    let open = store.list_open().await?;
+    if resolve_job(&open, prefix).is_ok() {
+        return Ok(open);
+    }
+    Ok(store.list().await?)
+}
+
 /// Resolves a job id or unique prefix, archived jobs included: its assignment and the job.
 pub async fn find_job(store: &Store, prefix: &str) -> Result<(Assignment, Job), OpError> {
-    let mut docs = store.list().await?;
+    let mut docs = job_owners(store, prefix).await?;
     if matches!(resolve_job(&docs, prefix), Err(OpError::NotFound(_))) {
         // Not among the documents' jobs: look among the archived ones.
         for doc in docs.iter_mut().filter(|d| !d.archive.is_empty()) {
@@ -922,15 +940,26 @@ pub async fn cancel(
     prefix: &str,
     runner: Option<&str>,
 ) -> Result<Assignment, OpError> {
-    let docs = store.list().await?;
     let prefix = ids::parse_prefix(prefix)?;
-    let assignments = docs.iter().map(|d| (d.id.clone(), (d, None)));
+    // Assignments by their ids alone; jobs among the open assignments (a cancel is for work
+    // under way), else among all.
+    let all_ids = store.ids().await?;
+    let mut docs = store.list_open().await?;
+    let matches_job = |docs: &[Assignment]| {
+        docs.iter()
+            .any(|d| d.jobs.iter().any(|j| j.id.starts_with(&prefix)))
+    };
+    let matches_assignment = all_ids.iter().any(|id| id.starts_with(&prefix));
+    if !matches_assignment && !matches_job(&docs) {
+        docs = store.list().await?;
+    }
+    let assignments = all_ids.iter().map(|id| (id.clone(), (id.clone(), None)));
     let jobs = docs.iter().flat_map(|d| {
         d.jobs
             .iter()
-            .map(move |j| (j.id.clone(), (d, Some(j.id.clone()))))
+            .map(move |j| (j.id.clone(), (d.id.clone(), Some(j.id.clone()))))
     });
-    let (doc, job) = match ids::resolve(&prefix, assignments.chain(jobs)) {
+    let (aid, job) = match ids::resolve(&prefix, assignments.chain(jobs)) {
         Resolved::One(found) => found,
         Resolved::None => {
             return Err(OpError::NotFound(format!(
@@ -947,7 +976,7 @@ pub async fn cancel(
     let target_job = job.clone();
     let exclusive = store.exclusive();
     let (doc, ()) = store
-        .update(&doc.id, |d| {
+        .update(&aid, |d| {
             // With the embedded store, only the runner executing this request can hold a live
             // lease; a CLI holding the store itself means no runner runs.
             let me = runner.unwrap_or("");
@@ -968,7 +997,7 @@ pub async fn cancel(
 
 /// `wf retry`: puts a failed or cancelled job back to pending, in place.
 pub async fn retry(store: &Store, prefix: &str) -> Result<Assignment, OpError> {
-    let docs = store.list().await?;
+    let docs = job_owners(store, prefix).await?;
     let (doc, job) = resolve_job(&docs, prefix)?;
     let job_id = job.id.clone();
     let (doc, ()) = store

@@ -215,7 +215,7 @@ async fn watch<S: Stream>(
     assignment: Option<String>,
     shutdown: CancellationToken,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    let mut changes = state.store.subscribe();
+    let mut changes = state.store.subscribe().await;
     let current = match &assignment {
         Some(prefix) => crate::ops::find_assignment(&state.store, prefix)
             .await
@@ -331,7 +331,7 @@ async fn subscribe_when_started(
     attempt: u32,
 ) -> Option<crate::live::Subscription> {
     let mut opened = state.hub.opened();
-    let mut changes = state.store.subscribe();
+    let mut changes = state.store.subscribe().await;
     loop {
         if let Some(sub) = state.hub.subscribe(job, attempt) {
             return Some(sub);

@@ -218,6 +218,33 @@ impl Store {
         Ok(listing.docs)
     }
 
+    /// The open documents (`Assignment::is_open`): not complete, or with a lease or notices
+    /// left. Read through an index, so their number, not the namespace's, sets the cost: what
+    /// runners load, and every list that cannot include a complete assignment. Unreadable
+    /// documents are skipped with a warning, as by [`Store::list`].
+    pub async fn list_open(&self) -> Result<Vec<Assignment>, StoreError> {
+        let listing = match self {
+            Store::Sled(s) => s.list_open()?,
+            Store::Nats(s) => s.list_open().await?,
+        };
+        for u in &listing.unreadable {
+            tracing::warn!(key = %u.key, reason = %u.reason, "skipped an unreadable document");
+        }
+        Ok(listing
+            .docs
+            .into_iter()
+            .filter(Assignment::is_open)
+            .collect())
+    }
+
+    /// Every document's id, without reading the documents (to resolve an id prefix).
+    pub async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sled(s) => s.ids(),
+            Store::Nats(s) => s.ids().await,
+        }
+    }
+
     /// Every document of the namespace, readable or not.
     pub async fn list_all(&self) -> Result<Listing, StoreError> {
         match self {
@@ -238,11 +265,19 @@ impl Store {
     }
 
     /// The CAS primitive: replaces the document `id` with `bytes` if its stored revision is
-    /// still `rev`.
-    async fn cas(&self, rev: u64, id: &str, bytes: Vec<u8>) -> Result<Cas, StoreError> {
+    /// still `rev`, and keeps the open index true (`open`: the new document is open; `was_open`:
+    /// the one it replaces was).
+    async fn cas(
+        &self,
+        rev: u64,
+        id: &str,
+        bytes: Vec<u8>,
+        open: bool,
+        was_open: bool,
+    ) -> Result<Cas, StoreError> {
         match self {
-            Store::Sled(s) => s.cas(rev, id, bytes).await,
-            Store::Nats(s) => s.cas(rev, id, bytes).await,
+            Store::Sled(s) => s.cas(rev, id, bytes, open).await,
+            Store::Nats(s) => s.cas(rev, id, bytes, open, was_open).await,
         }
     }
 
@@ -316,11 +351,12 @@ impl Store {
         }
     }
 
-    /// Document changes, as they are written.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+    /// Document changes, as they are written from the moment this returns (what exists
+    /// already, subscribers read themselves).
+    pub async fn subscribe(&self) -> broadcast::Receiver<Change> {
         match self {
             Store::Sled(s) => s.subscribe(),
-            Store::Nats(s) => s.subscribe(),
+            Store::Nats(s) => s.subscribe().await,
         }
     }
 
@@ -374,7 +410,10 @@ impl Store {
                     limit,
                 }));
             }
-            match self.cas(rev, id, bytes).await? {
+            match self
+                .cas(rev, id, bytes, doc.is_open(), current.is_open())
+                .await?
+            {
                 Cas::Done => {
                     self.announce(&doc, &doc.version.to_string()).await;
                     return Ok((doc, value));

@@ -15,7 +15,7 @@
 //! A token only says "look at this assignment": ownership is the lease epoch in the document,
 //! never an acknowledgement (NATS does not fence acks, nats-server#4786).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
@@ -61,8 +61,10 @@ struct Inner {
     /// The notifications writes record (`NotifySet` bits; config `notify`).
     notify: std::sync::atomic::AtomicU8,
     changes: broadcast::Sender<Change>,
-    watcher: OnceLock<()>,
+    watcher: tokio::sync::OnceCell<()>,
     events: tokio::sync::OnceCell<stream::Stream>,
+    /// The bucket's stream (subject listings, purges of index entries).
+    bucket_stream: tokio::sync::OnceCell<stream::Stream>,
 }
 
 /// The acknowledgement of one published live message, to be awaited later (publishes are
@@ -282,8 +284,9 @@ impl NatsStore {
                 ),
                 notify: std::sync::atomic::AtomicU8::new(0),
                 changes,
-                watcher: OnceLock::new(),
+                watcher: tokio::sync::OnceCell::new(),
                 events: tokio::sync::OnceCell::new(),
+                bucket_stream: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -345,7 +348,134 @@ impl NatsStore {
         format!("{}.{}", self.inner.ns, key.render('.'))
     }
 
+    /// The open index: an empty value at `<ns>.open.<id>` for every open document (and,
+    /// harmlessly, for some that were open a moment ago). An entry is written before the write
+    /// that opens a document and removed after the write that finishes it, so no open document
+    /// is ever without one.
+    fn open_key(&self, id: &str) -> String {
+        self.key("open", id)
+    }
+
+    async fn bucket_stream(&self) -> Result<&stream::Stream, StoreError> {
+        self.inner
+            .bucket_stream
+            .get_or_try_init(|| async {
+                self.inner
+                    .js
+                    .get_stream(format!("KV_{BUCKET}"))
+                    .await
+                    .map_err(|e| backend("cannot read the state bucket", e))
+            })
+            .await
+    }
+
+    async fn index_open(&self, id: &str) -> Result<(), StoreError> {
+        self.inner
+            .kv
+            .put(self.open_key(id), Vec::new().into())
+            .await
+            .map(drop)
+            .map_err(|e| backend("cannot index an open assignment", e))
+    }
+
+    /// Removes `id` from the open index, leaving no marker behind; then, if the document was
+    /// opened again meanwhile by another writer, puts it back.
+    async fn unindex(&self, id: &str) -> Result<(), StoreError> {
+        let subject = format!("$KV.{BUCKET}.{}", self.open_key(id));
+        self.bucket_stream()
+            .await?
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| backend("cannot unindex a finished assignment", e))?;
+        if let Some((doc, _)) = self.get(id).await? {
+            if doc.is_open() {
+                self.index_open(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids under `<ns>.<kind>.*`, from the stream's subjects (no values read).
+    async fn subject_ids(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let filter = format!("$KV.{BUCKET}.{}.{kind}.*", self.inner.ns);
+        let mut subjects = self
+            .bucket_stream()
+            .await?
+            .info_with_subjects(&filter)
+            .await
+            .map_err(|e| backend("cannot list the store's keys", e))?;
+        let prefix = format!("$KV.{BUCKET}.{}.{kind}.", self.inner.ns);
+        let mut out = Vec::new();
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(|e| backend("cannot list the store's keys", e))?;
+            if let Some(id) = subject.strip_prefix(&prefix) {
+                out.push(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every document's id.
+    pub(super) async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        self.subject_ids("asg").await
+    }
+
+    /// The documents the open index names (built first, for a bucket written before it
+    /// existed).
+    pub(super) async fn list_open(&self) -> Result<Listing, StoreError> {
+        const INDEXED: &str = "open-index";
+        if self.get_state(INDEXED).await?.is_none() {
+            let all = self.list().await?;
+            for doc in all.docs.iter().filter(|d| d.is_open()) {
+                self.index_open(&doc.id).await?;
+            }
+            for u in &all.unreadable {
+                let id = u.key.rsplit('.').next().unwrap_or(&u.key);
+                self.index_open(id).await?;
+            }
+            // Why: another process indexing at the same time wrote the same marker.
+            let _ = self.put_state(INDEXED, None, b"{}".to_vec()).await?;
+        }
+        let ids = self.subject_ids("open").await?;
+        let reads = ids.into_iter().map(|id| {
+            let (kv, key) = (self.inner.kv.clone(), self.doc_key(&id));
+            async move {
+                let entry = kv
+                    .entry(&key)
+                    .await
+                    .map_err(|e| backend("cannot read an assignment", e))?;
+                Ok::<_, StoreError>(
+                    entry
+                        .filter(|e| e.operation == kv::Operation::Put)
+                        .map(|e| (key, e.value)),
+                )
+            }
+        });
+        let mut listing = Listing::default();
+        let mut stale = Vec::new();
+        let mut results = futures_util::stream::iter(reads).buffer_unordered(32);
+        while let Some(found) = results.next().await {
+            if let Some((key, value)) = found? {
+                listing.push(&key, &value);
+            }
+        }
+        for doc in listing.docs.iter().filter(|d| !d.is_open()) {
+            stale.push(doc.id.clone());
+        }
+        for id in stale {
+            // A finished document left in the index (its writer stopped before removing it).
+            if let Err(e) = self.unindex(&id).await {
+                tracing::debug!(%e, "cannot drop a stale index entry");
+            }
+        }
+        Ok(listing)
+    }
+
     pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
+        if doc.is_open() {
+            self.index_open(&doc.id).await?;
+        }
         let key = self.doc_key(&doc.id);
         let bytes = encode(doc);
         let mut retried = false;
@@ -410,17 +540,35 @@ impl NatsStore {
         revision: u64,
         id: &str,
         bytes: Vec<u8>,
+        open: bool,
+        was_open: bool,
     ) -> Result<Cas, StoreError> {
+        // Opening a finished document: its index entry goes first.
+        if open && !was_open {
+            self.index_open(id).await?;
+        }
         match self
             .inner
             .kv
             .update(self.doc_key(id), bytes.into(), revision)
             .await
         {
-            Ok(_) => Ok(Cas::Done),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
-            Err(e) => Err(backend("cannot write an assignment", e)),
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                return Ok(Cas::Conflict)
+            }
+            Err(e) => return Err(backend("cannot write an assignment", e)),
         }
+        if open && !was_open {
+            // Again, in case a writer that finished it removed the entry in between.
+            self.index_open(id).await?;
+        } else if !open && was_open {
+            // Best effort: an entry left behind is harmless and dropped by the next listing.
+            if let Err(e) = self.unindex(id).await {
+                tracing::debug!(%e, "cannot unindex a finished assignment");
+            }
+        }
+        Ok(Cas::Done)
     }
 
     pub(super) async fn list(&self) -> Result<Listing, StoreError> {
@@ -463,6 +611,8 @@ impl NatsStore {
     }
 
     pub(super) async fn put_raw(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // Whatever it holds, it is listed (and reported when it does not decode).
+        self.index_open(id).await?;
         self.inner
             .kv
             .put(self.doc_key(id), bytes.to_vec().into())
@@ -526,23 +676,54 @@ impl NatsStore {
             .map_err(|e| backend("cannot read a text", e))
     }
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Change> {
+    /// Subscribes to document changes: once it returns, every later write is delivered (the
+    /// first subscriber waits for the watch to be established).
+    pub(super) async fn subscribe(&self) -> broadcast::Receiver<Change> {
         let receiver = self.inner.changes.subscribe();
-        self.inner.watcher.get_or_init(|| {
-            let store = self.clone();
-            tokio::spawn(async move { store.watch_loop().await });
-        });
+        self.inner
+            .watcher
+            .get_or_init(|| async {
+                let prefix = format!("{}.asg.*", self.inner.ns);
+                let first = match self.inner.kv.watch(&prefix).await {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(%e, "cannot watch assignments; retrying");
+                        None
+                    }
+                };
+                let store = self.clone();
+                tokio::spawn(async move { store.watch_loop(first).await });
+            })
+            .await;
         receiver
     }
 
-    /// Feeds the change channel from a KV watch, re-watching (snapshot first) after errors.
-    async fn watch_loop(self) {
+    /// Feeds the change channel from a KV watch of new writes (subscribers list what exists
+    /// themselves, after subscribing); after an error it watches again and sends the open
+    /// documents, which may have changed in the gap.
+    async fn watch_loop(self, mut first: Option<kv::Watch>) {
         let prefix = format!("{}.asg.*", self.inner.ns);
         let mut pause = Duration::from_millis(100);
+        let mut resync = first.is_none();
         loop {
-            match self.inner.kv.watch_with_history(&prefix).await {
+            let watch = match first.take() {
+                Some(w) => Ok(w),
+                None => self.inner.kv.watch(&prefix).await,
+            };
+            match watch {
                 Ok(mut watch) => {
                     pause = Duration::from_millis(100);
+                    if std::mem::take(&mut resync) {
+                        match self.list_open().await {
+                            Ok(listing) => {
+                                for doc in listing.docs {
+                                    // Why: no receiver only means nobody is listening now.
+                                    drop(self.inner.changes.send(Change { doc }));
+                                }
+                            }
+                            Err(e) => tracing::warn!(%e, "cannot resync the change feed"),
+                        }
+                    }
                     while let Some(entry) = watch.next().await {
                         match entry {
                             Ok(entry) if entry.operation == kv::Operation::Put => {
@@ -557,12 +738,16 @@ impl NatsStore {
                             Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!(%e, "assignment watch failed; watching again");
+                                resync = true;
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(%e, "cannot watch assignments; retrying"),
+                Err(e) => {
+                    tracing::warn!(%e, "cannot watch assignments; retrying");
+                    resync = true;
+                }
             }
             if self.inner.changes.receiver_count() == 0 {
                 return;

@@ -19,6 +19,10 @@ use super::{decode, encode, BlobKey, Cas, Change, Listing, StoreError};
 use wf_core::ids::Namespace;
 use wf_core::model::Assignment;
 
+/// The key in the open tree saying that it indexes every document (a store written before the
+/// index existed is indexed once, at its first open).
+const INDEXED: &[u8] = b"\x00indexed";
+
 /// Capacity of the change channel; a subscriber that falls further behind must resync.
 const CHANGES_CAPACITY: usize = 4096;
 
@@ -34,6 +38,9 @@ type FlushRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 struct Inner {
     flushes: std::sync::Mutex<std::sync::mpsc::Sender<FlushRequest>>,
     docs: sled::Tree,
+    /// The ids of the open documents (`Assignment::is_open`), kept in the same transaction as
+    /// the documents, plus [`INDEXED`] once it covers every document.
+    open: sled::Tree,
     blobs: sled::Tree,
     /// State records: an 8-byte big-endian version, then the JSON.
     states: sled::Tree,
@@ -47,6 +54,31 @@ struct Inner {
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// Builds the open index of a store written before it existed: every open document, and every
+/// one that does not decode (so that it is still seen, and reported).
+fn index_open(docs: &sled::Tree, open: &sled::Tree) -> Result<(), StoreError> {
+    for item in docs.iter() {
+        let (key, value) = item.map_err(backend)?;
+        let is_open = decode(&String::from_utf8_lossy(&key), &value).map_or(true, |d| d.is_open());
+        if is_open {
+            open.insert(key, &[]).map_err(backend)?;
+        }
+    }
+    open.insert(INDEXED, &[]).map_err(backend)?;
+    open.flush().map_err(backend)?;
+    Ok(())
+}
+
+/// Why a transaction over the documents and their index stopped.
+enum TxStop {
+    /// The document is not as expected.
+    Conflict,
+    /// It does not exist.
+    Missing,
+    /// The stored document does not decode.
+    Bad(StoreError),
 }
 
 /// Longest wait for another process to finish opening the store.
@@ -152,6 +184,10 @@ impl SledStore {
             }
         };
         let docs = db.open_tree(format!("{namespace}/asg")).map_err(backend)?;
+        let open = db.open_tree(format!("{namespace}/open")).map_err(backend)?;
+        if !open.contains_key(INDEXED).map_err(backend)? {
+            index_open(&docs, &open)?;
+        }
         let blobs = db.open_tree(format!("{namespace}/blob")).map_err(backend)?;
         let states = db
             .open_tree(format!("{namespace}/state"))
@@ -162,6 +198,7 @@ impl SledStore {
             inner: Arc::new(Inner {
                 flushes,
                 docs,
+                open,
                 blobs,
                 states,
                 changes,
@@ -195,15 +232,55 @@ impl SledStore {
     }
 
     pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
-        let res = self
-            .inner
-            .docs
-            .compare_and_swap(doc.id.as_bytes(), None as Option<&[u8]>, Some(encode(doc)))
-            .map_err(backend)?;
-        if res.is_err() {
-            return Err(StoreError::AlreadyExists(doc.id.clone()));
+        use sled::transaction::ConflictableTransactionError::Abort;
+        use sled::Transactional as _;
+        let bytes = encode(doc);
+        let key = doc.id.as_bytes();
+        let res = (&self.inner.docs, &self.inner.open).transaction(|(docs, open)| {
+            if docs.get(key)?.is_some() {
+                return Err(Abort(()));
+            }
+            docs.insert(key, bytes.as_slice())?;
+            if doc.is_open() {
+                open.insert(key, &[])?;
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => self.flush().await,
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                Err(StoreError::AlreadyExists(doc.id.clone()))
+            }
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(backend(e)),
         }
-        self.flush().await
+    }
+
+    /// The open documents (by the index), decoded; those that do not decode are reported.
+    pub(super) fn list_open(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        for item in self.inner.open.iter() {
+            let (key, _) = item.map_err(backend)?;
+            if key.as_ref() == INDEXED {
+                continue;
+            }
+            if let Some(value) = self.inner.docs.get(&key).map_err(backend)? {
+                listing.push(&String::from_utf8_lossy(&key), &value);
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Every document's id, without reading the documents.
+    pub(super) fn ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .docs
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .map_err(backend)
+            })
+            .collect()
     }
 
     pub(super) fn get(&self, id: &str) -> Result<Option<Assignment>, StoreError> {
@@ -226,6 +303,11 @@ impl SledStore {
         self.inner
             .docs
             .insert(id.as_bytes(), bytes)
+            .map_err(backend)?;
+        // Whatever it holds, it is listed (and reported when it does not decode).
+        self.inner
+            .open
+            .insert(id.as_bytes(), &[])
             .map_err(backend)?;
         self.flush().await
     }
@@ -253,24 +335,41 @@ impl SledStore {
         expected: u64,
         id: &str,
         bytes: Vec<u8>,
+        open: bool,
     ) -> Result<Cas, StoreError> {
+        use sled::transaction::ConflictableTransactionError::Abort;
+        use sled::Transactional as _;
         let key = id.as_bytes();
-        let Some(current) = self.inner.docs.get(key).map_err(backend)? else {
-            return Err(StoreError::NotFound(id.to_string()));
-        };
-        if decode(id, &current)?.version != expected {
-            return Ok(Cas::Conflict);
+        // One transaction over the document and the open index: they never disagree.
+        let res = (&self.inner.docs, &self.inner.open).transaction(|(docs, index)| {
+            let Some(current) = docs.get(key)? else {
+                return Err(Abort(TxStop::Missing));
+            };
+            match decode(id, &current) {
+                Ok(doc) if doc.version == expected => {}
+                Ok(_) => return Err(Abort(TxStop::Conflict)),
+                Err(e) => return Err(Abort(TxStop::Bad(e))),
+            }
+            docs.insert(key, bytes.as_slice())?;
+            if open {
+                index.insert(key, &[])?;
+            } else {
+                index.remove(key)?;
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => {
+                self.flush().await?;
+                Ok(Cas::Done)
+            }
+            Err(sled::transaction::TransactionError::Abort(TxStop::Conflict)) => Ok(Cas::Conflict),
+            Err(sled::transaction::TransactionError::Abort(TxStop::Missing)) => {
+                Err(StoreError::NotFound(id.to_string()))
+            }
+            Err(sled::transaction::TransactionError::Abort(TxStop::Bad(e))) => Err(e),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(backend(e)),
         }
-        let res = self
-            .inner
-            .docs
-            .compare_and_swap(key, Some(current), Some(bytes))
-            .map_err(backend)?;
-        if res.is_err() {
-            return Ok(Cas::Conflict);
-        }
-        self.flush().await?;
-        Ok(Cas::Done)
     }
 
     pub(super) fn get_state(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
@@ -358,5 +457,58 @@ impl SledStore {
                 .expect("spawning the sled watcher thread");
         });
         receiver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wf_core::model::AssignmentStatus;
+
+    fn doc(id: &str, status: AssignmentStatus) -> Assignment {
+        let mut d = wf_core::chain::new_assignment(id.into(), "t", "north".into(), 10, true, 1);
+        d.status = status;
+        d
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_the_open_index_is_indexed_at_its_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Namespace::new("t").unwrap();
+        {
+            let store = SledStore::open(dir.path(), &ns, Duration::ZERO).unwrap();
+            store
+                .create(&doc("aaaaaaaaaaaa", AssignmentStatus::Complete))
+                .await
+                .unwrap();
+            store
+                .create(&doc("bbbbbbbbbbbb", AssignmentStatus::Active))
+                .await
+                .unwrap();
+            let open: Vec<String> = store
+                .list_open()
+                .unwrap()
+                .docs
+                .into_iter()
+                .map(|d| d.id)
+                .collect();
+            assert_eq!(open, ["bbbbbbbbbbbb"]);
+            // As an older wf left it: no index at all.
+            store.inner.open.clear().unwrap();
+            store.flush().await.unwrap();
+            assert!(store.list_open().unwrap().docs.is_empty());
+        }
+        let store = SledStore::open(dir.path(), &ns, Duration::ZERO).unwrap();
+        let open: Vec<String> = store
+            .list_open()
+            .unwrap()
+            .docs
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(open, ["bbbbbbbbbbbb"], "rebuilt from the documents");
+        let mut ids = store.ids().unwrap();
+        ids.sort();
+        assert_eq!(ids, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]);
     }
 }

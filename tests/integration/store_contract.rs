@@ -42,7 +42,7 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
     assert_eq!(store.list().await.unwrap().len(), 1);
 
     // Every update is a CAS that bumps the version; a refusal writes nothing.
-    let mut changes = store.subscribe();
+    let mut changes = store.subscribe().await;
     let (after, ()) = store
         .update(&a.id, |d| {
             d.artifacts = "x".into();
@@ -140,6 +140,47 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
         .await
         .unwrap();
 
+    // The open index: a finished assignment leaves it, one opened again comes back; ids
+    // name every document.
+    let open_ids = |docs: Vec<Assignment>| {
+        let mut ids: Vec<String> = docs.into_iter().map(|d| d.id).collect();
+        ids.sort();
+        ids
+    };
+    let b = doc(&wf_runner::random::new_id());
+    store.create(&b).await.unwrap();
+    let mut both = vec![a.id.clone(), b.id.clone()];
+    both.sort();
+    assert_eq!(open_ids(store.list_open().await.unwrap()), both);
+    let set = |status: wf_core::model::AssignmentStatus| {
+        move |d: &mut Assignment| {
+            d.status = status;
+            Ok::<_, ()>(())
+        }
+    };
+    store
+        .update(&b.id, set(wf_core::model::AssignmentStatus::Complete))
+        .await
+        .unwrap();
+    assert_eq!(open_ids(store.list_open().await.unwrap()), [a.id.as_str()]);
+    let mut all = store.ids().await.unwrap();
+    all.sort();
+    assert_eq!(all, both);
+    assert_eq!(
+        store.list().await.unwrap().len(),
+        2,
+        "list still has every one"
+    );
+    store
+        .update(&b.id, set(wf_core::model::AssignmentStatus::Active))
+        .await
+        .unwrap();
+    assert_eq!(open_ids(store.list_open().await.unwrap()), both);
+    store
+        .update(&b.id, set(wf_core::model::AssignmentStatus::Complete))
+        .await
+        .unwrap();
+
     // State records: created once, then changed only by compare-and-swap; concurrent
     // increments are all kept.
     assert_eq!(store.state::<u64>("trigger.t1").await.unwrap(), None);
@@ -190,6 +231,7 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
         store.state::<u64>("trigger.t1").await.unwrap(),
         Some(writers * 5)
     );
+    assert_eq!(open_ids(store.list_open().await.unwrap()), [a.id.as_str()]);
 }
 
 #[test]

@@ -502,7 +502,7 @@ impl TestEnv {
                             }
                             Err(_) => return None,
                         };
-                    let mut changes = store.subscribe();
+                    let mut changes = store.subscribe().await;
                     if let Ok(Some(doc)) = store.get(id).await {
                         if pred(&doc) {
                             return Some(doc);

@@ -18,7 +18,14 @@ async fn repo_and_docs(
             config.workdir.display()
         ))
     })?;
-    let docs: Vec<Assignment> = call(backend, api::ListAssignments { status: None }).await?;
+    let docs: Vec<Assignment> = call(
+        backend,
+        api::ListAssignments {
+            status: None,
+            open: false,
+        },
+    )
+    .await?;
     Ok((repo, docs.into_iter().map(|d| (d.id.clone(), d)).collect()))
 }
 

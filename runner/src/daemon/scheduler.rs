@@ -351,7 +351,7 @@ impl Scheduler {
     }
 
     async fn reload(&mut self) {
-        match self.ctx.store.list().await {
+        match self.ctx.store.list_open().await {
             Ok(docs) => {
                 for doc in docs {
                     // A cancel may have been among the changes the lagging feed dropped.
@@ -629,9 +629,14 @@ fn near_full(doc: &Assignment, store: &wf_store::Store) -> Option<String> {
     })
 }
 
+/// Keeps the newest version of each open document; a finished one leaves the cache (nothing
+/// more happens to it without a human, whose write brings it back).
 fn upsert(cache: &mut HashMap<String, Assignment>, doc: Assignment) {
     match cache.get(&doc.id) {
         Some(old) if old.version >= doc.version => {}
+        _ if !doc.is_open() => {
+            cache.remove(&doc.id);
+        }
         _ => {
             cache.insert(doc.id.clone(), doc);
         }

@@ -74,8 +74,9 @@ pub(super) async fn take_over(
         .filter(|o| !o.alive)
         .map(|o| o.id.clone())
         .collect();
-    let changes = store.subscribe();
-    let mut docs = store.list().await?;
+    let changes = store.subscribe().await;
+    // Only the open documents: a runner never needs a finished one.
+    let mut docs = store.list_open().await?;
     if store.exclusive() {
         dead.extend(
             docs.iter()
