@@ -8,7 +8,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::ops::{self, CreateRequest, InsertResult, JobDetail, JobSpec, OpError};
 use wf_core::chain::AssignmentUpdate;
@@ -416,25 +416,88 @@ impl Call for CheckStore {
 }
 
 /// The answer to one request: its id, and either the result or the error. On the wire this is
-/// `{"id": 1, "ok": …}` or `{"id": 1, "error": {"kind": …, "message": …}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `{"id": 1, "ok": …}` or `{"id": 1, "error": {"kind": …, "message": …}}`. The result is kept
+/// as the JSON it is sent as: serialised once by the runner, decoded once into the caller's
+/// type (a list of assignments is megabytes).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     /// The request's id.
     pub id: u64,
     /// What came of it.
-    #[serde(flatten)]
     pub outcome: Outcome,
 }
 
 /// A result or an error, never both, never neither.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The result.
-    #[serde(rename = "ok")]
-    Ok(Value),
+    /// The result, as JSON.
+    Ok(Box<RawValue>),
     /// The error.
-    #[serde(rename = "error")]
     Err(WireError),
+}
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Outcome::Ok(a), Outcome::Ok(b)) => a.get() == b.get(),
+            (Outcome::Err(a), Outcome::Err(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ok: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a WireError>,
+        }
+        let (ok, error) = match &self.outcome {
+            Outcome::Ok(v) => (Some(&**v), None),
+            Outcome::Err(e) => (None, Some(e)),
+        };
+        Wire {
+            id: self.id,
+            ok,
+            error,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// `ok` present, even as `null` (a result of `()`).
+        fn present<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Box<RawValue>>, D::Error> {
+            Box::<RawValue>::deserialize(d).map(Some)
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            id: u64,
+            #[serde(default, deserialize_with = "present")]
+            ok: Option<Box<RawValue>>,
+            #[serde(default)]
+            error: Option<WireError>,
+        }
+        let w = Wire::deserialize(d)?;
+        let outcome = match (w.ok, w.error) {
+            (Some(v), None) => Outcome::Ok(v),
+            (None, Some(e)) => Outcome::Err(e),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a response holds exactly one of ok and error",
+                ))
+            }
+        };
+        Ok(Response { id: w.id, outcome })
+    }
 }
 
 impl Response {
@@ -442,7 +505,9 @@ impl Response {
     pub fn ok<T: Serialize>(id: u64, value: &T) -> Self {
         Response {
             id,
-            outcome: Outcome::Ok(to_value(value)),
+            outcome: Outcome::Ok(
+                serde_json::value::to_raw_value(value).expect("API results always serialise"),
+            ),
         }
     }
 
@@ -460,7 +525,7 @@ impl Response {
     /// The result decoded as `T`, or the error the runner sent.
     pub fn into_result<T: DeserializeOwned>(self) -> Result<T, OpError> {
         match self.outcome {
-            Outcome::Ok(value) => serde_json::from_value(value).map_err(|e| {
+            Outcome::Ok(raw) => serde_json::from_str(raw.get()).map_err(|e| {
                 OpError::Unavailable(format!("unexpected answer from the runner: {e}"))
             }),
             Outcome::Err(e) => Err(OpError::from_wire(e.kind, e.message)),
@@ -498,10 +563,6 @@ pub struct Welcome {
     pub runner_id: String,
     /// The runner's namespace.
     pub namespace: String,
-}
-
-fn to_value<T: Serialize + ?Sized>(v: &T) -> Value {
-    serde_json::to_value(v).expect("API results always serialise")
 }
 
 /// Executes a request against a store and answers with request `id`'s response: the one
@@ -574,7 +635,7 @@ mod tests {
         );
         let back: Response = serde_json::from_str(&text).unwrap();
         assert!(matches!(
-            back.into_result::<Value>(),
+            back.into_result::<serde_json::Value>(),
             Err(OpError::NotFound(m)) if m == "no assignment x"
         ));
         // Neither a result nor an error is not a response.

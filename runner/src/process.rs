@@ -542,6 +542,9 @@ enum RawLine {
 struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
+    /// Where the next line starts in `buf` (lines before it were delivered; the space is
+    /// reclaimed when it is half the buffer, so each byte is moved at most once more).
+    start: usize,
     /// Bytes of `buf` already searched for a newline.
     scanned: usize,
     /// Length of an over-long line being skipped, if any.
@@ -555,6 +558,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         Self {
             inner,
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
             skipping: None,
             max,
@@ -565,39 +569,50 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// The next line; `None` at end of stream. Cancel-safe: state lives in `self`.
     async fn next(&mut self) -> io::Result<Option<RawLine>> {
         loop {
-            if let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-                let end = self.scanned + pos;
-                let line: Vec<u8> = self.buf.drain(..=end).take(end).collect();
-                self.scanned = 0;
+            let from = self.scanned.max(self.start);
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[from..]) {
+                let end = from + pos;
+                let line = self.buf[self.start..end].to_vec();
+                self.start = end + 1;
+                self.scanned = self.start;
+                if self.start * 2 >= self.buf.len() {
+                    self.buf.drain(..self.start);
+                    self.start = 0;
+                    self.scanned = 0;
+                }
                 return Ok(Some(match self.skipping.take() {
                     Some(skipped) => RawLine::TooLong(skipped + line.len()),
                     None => RawLine::Line(line),
                 }));
             }
             self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
-                *self.skipping.get_or_insert(0) += self.buf.len();
+            if self.buf.len() - self.start > self.max {
+                *self.skipping.get_or_insert(0) += self.buf.len() - self.start;
                 self.buf.clear();
+                self.start = 0;
                 self.scanned = 0;
             }
             if self.eof {
+                let rest = self.buf.len() - self.start;
                 if let Some(skipped) = self.skipping.take() {
-                    let n = skipped + self.buf.len();
                     self.buf.clear();
-                    return Ok(Some(RawLine::TooLong(n)));
+                    self.start = 0;
+                    self.scanned = 0;
+                    return Ok(Some(RawLine::TooLong(skipped + rest)));
                 }
-                if self.buf.is_empty() {
+                if rest == 0 {
                     return Ok(None);
                 }
+                let line = self.buf[self.start..].to_vec();
+                self.buf.clear();
+                self.start = 0;
                 self.scanned = 0;
-                return Ok(Some(RawLine::Line(std::mem::take(&mut self.buf))));
+                return Ok(Some(RawLine::Line(line)));
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.inner.read(&mut chunk).await?;
-            if n == 0 {
+            // Read straight into the buffer: no zeroed chunk, no second copy.
+            self.buf.reserve(64 * 1024);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
                 self.eof = true;
-            } else {
-                self.buf.extend_from_slice(&chunk[..n]);
             }
         }
     }

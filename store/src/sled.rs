@@ -23,6 +23,11 @@ use wf_core::model::Assignment;
 /// index existed is indexed once, at its first open).
 const INDEXED: &[u8] = b"\x00indexed";
 
+/// sled's page cache. Its default (1 GiB) keeps every page a runner ever read: with months of
+/// finished assignments that is most of the database. The open documents a runner works on
+/// fit many times over.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Capacity of the change channel; a subscriber that falls further behind must resync.
 const CHANGES_CAPACITY: usize = 4096;
 
@@ -164,7 +169,11 @@ impl SledStore {
         let _opening = open_lock(path, wait.max(OPEN_LOCK_PATIENCE))?;
         let mut pause = Duration::from_millis(5);
         let db = loop {
-            match sled::Config::new().path(path).open() {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) => {
                     if started.elapsed() >= wait {
@@ -498,7 +507,7 @@ mod tests {
             store.flush().await.unwrap();
             assert!(store.list_open().unwrap().docs.is_empty());
         }
-        let store = SledStore::open(dir.path(), &ns, Duration::ZERO).unwrap();
+        let store = SledStore::open(dir.path(), &ns, Duration::from_secs(10)).unwrap();
         let open: Vec<String> = store
             .list_open()
             .unwrap()

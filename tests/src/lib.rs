@@ -240,7 +240,8 @@ impl TestEnv {
         serde_json::from_value(self.wf_json(&["assignment", id])).expect("assignment json")
     }
 
-    fn log_path(&self, n: usize) -> PathBuf {
+    /// The file runner `n` logs to.
+    pub fn log_path(&self, n: usize) -> PathBuf {
         self.tmp.path().join(format!("runner-{n}.log"))
     }
 

@@ -55,8 +55,21 @@ pub(super) fn budget_args(remaining_usd: f64) -> Vec<String> {
     ]
 }
 
-/// Parses one stdout line.
+/// Parses one stdout line: assistant turns and tool results through the fast path
+/// (`claude_lean`), everything else — and what it cannot read — as a `serde_json::Value`.
 pub fn parse_line(line: &str) -> Parsed {
+    if let Some(events) = super::claude_lean::events(line.trim()) {
+        return if events.is_empty() {
+            Parsed::Ignored
+        } else {
+            Parsed::Events(events)
+        };
+    }
+    parse_general(line)
+}
+
+/// Parses one stdout line as a `serde_json::Value`: the definition the fast path follows.
+pub(super) fn parse_general(line: &str) -> Parsed {
     json_event(line, |kind, value| match kind {
         "system" => system(value),
         "assistant" => assistant(value),
@@ -129,7 +142,7 @@ fn turn_usage(message: &Value) -> Option<AgentEvent> {
 }
 
 /// A one-line rendering of a tool's input: the command or path when there is one.
-fn tool_input(input: Option<&Value>) -> String {
+pub(super) fn tool_input(input: Option<&Value>) -> String {
     let Some(input) = input else {
         return String::new();
     };

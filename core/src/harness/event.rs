@@ -105,11 +105,15 @@ pub(crate) fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str>
 
 /// `s` cut to `n` characters, with an ellipsis when cut.
 pub(crate) fn shorten(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if out.len() < s.len() {
-        out.push('…');
+    match s.char_indices().nth(n) {
+        None => s.to_string(),
+        Some((cut, _)) => {
+            let mut out = String::with_capacity(cut + '…'.len_utf8());
+            out.push_str(&s[..cut]);
+            out.push('…');
+            out
+        }
     }
-    out
 }
 
 /// Longest tool output kept on an event, in characters: enough to see what happened.

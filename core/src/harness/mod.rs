@@ -11,6 +11,7 @@
 //! what it cost.
 
 pub mod claude;
+mod claude_lean;
 pub mod codex;
 mod command;
 pub mod custom;

@@ -745,3 +745,39 @@ fn the_usage_of_an_unfinished_claude_stream_is_the_sum_of_its_turns() {
     let log = RunLog::of_transcript(crate::config::StreamFormat::Claude, &done);
     assert_eq!(log.usage_so_far().0.cost_usd, Some(0.5));
 }
+
+#[test]
+fn the_fast_path_gives_the_events_of_the_general_parser_on_every_recorded_line() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/claude");
+    let mut lines = 0;
+    let mut fast = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        // Real lines, and the same lines with their shapes bent where the schema may drift.
+        let bent = text
+            .replace("\"content\":[", "\"content\":\"a string\",\"was\":[")
+            .replace("\"is_error\":false", "\"is_error\":null");
+        for line in text.lines().chain(bent.lines()) {
+            lines += 1;
+            let general = claude::parse_general(line);
+            if let Some(events) = claude_lean::events(line.trim()) {
+                fast += 1;
+                let lean = if events.is_empty() {
+                    Parsed::Ignored
+                } else {
+                    Parsed::Events(events)
+                };
+                assert_eq!(lean, general, "{}: {line}", path.display());
+            }
+            assert_eq!(claude::parse_line(line), general, "{line}");
+        }
+    }
+    assert!(
+        lines > 100 && fast > 20,
+        "{lines} lines, {fast} on the fast path"
+    );
+}

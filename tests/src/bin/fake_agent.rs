@@ -310,6 +310,33 @@ fn step(agent: &Agent, step: &Value) {
                 assert!(ok, "decision command failed");
             }
         }
+        // {"stream": {"bytesPerSec": n, "seconds": s}}: a busy agent's stream — assistant
+        // text, tool calls and their results of about 4 KiB a line — at n bytes a second.
+        "stream" => {
+            let rate = arg["bytesPerSec"].as_u64().expect("bytesPerSec");
+            let seconds = arg["seconds"].as_f64().expect("seconds");
+            let filler: String =
+                "The parser reads the date field, then checks the zone. ".repeat(70);
+            let lines = [
+                json!({"type": "assistant", "message": {"content": [{"type": "text", "text": filler}]}}),
+                json!({"type": "assistant", "message": {"content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "cargo test -p widgets", "description": filler}}]}}),
+                json!({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": filler}]}}),
+            ];
+            let start = std::time::Instant::now();
+            let (mut sent, mut i) = (0u64, 0usize);
+            while start.elapsed().as_secs_f64() < seconds {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    let mut event = lines[i % lines.len()].clone();
+                    event["session_id"] = json!(agent.session);
+                    let text = event.to_string();
+                    println_flush(&text);
+                    sent += text.len() as u64 + 1;
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         // {"writeFile": {"path": p, "content": c}}: relative to the working directory;
         // `$WF_ASSIGNMENT_ID` and `$WF_JOB_ID` in either are replaced by their values.
         "writeFile" => {
