@@ -137,11 +137,15 @@ async fn store_report(config: &Config) -> StoreReport {
         )],
         _ => Vec::new(),
     };
+    let runner_id = match &mut backend {
+        Backend::Runner(client) => client
+            .welcome()
+            .await
+            .map_or_else(|e| format!("(unreachable: {e})"), |w| w.runner_id.clone()),
+        Backend::Direct { .. } => String::new(),
+    };
     let detail = match &backend {
-        Backend::Runner(client) => format!(
-            "runner {} serves it on its control socket",
-            client.welcome().runner_id
-        ),
+        Backend::Runner(_) => format!("runner {runner_id} serves it on its control socket"),
         Backend::Direct { store, .. } => match store {
             wf_store::Store::Nats(n) => format!(
                 "NATS {} at {}; no runner needed for wf",

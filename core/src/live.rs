@@ -380,40 +380,43 @@ impl Redactor {
 }
 
 /// `text` with token-shaped words, bearer tokens, JWTs and private key blocks replaced;
-/// `None` when there were none.
+/// `None` when there were none. One pass over the bytes: a secret can start only at a word
+/// start, with one of a few bytes, so `secret_at` is asked only there (agents print megabytes
+/// a second, and every line goes through here).
 fn redact_shapes(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
     let mut i = 0;
-    let bytes = text.as_bytes();
-    while i < text.len() {
-        if !text.is_char_boundary(i) {
-            i += 1;
-            continue;
+    // Whether the character before `i` is a token character (only ASCII ones are).
+    let mut after_token = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !after_token && may_start_secret(b) {
+            // An ASCII byte: `i` is a character boundary.
+            if let Some(end) = secret_at(&text[i..]) {
+                out.push_str(&text[copied..i]);
+                out.push_str(REDACTED);
+                i += end;
+                copied = i;
+                after_token = bytes[i - 1].is_ascii() && token_char(bytes[i - 1] as char);
+                continue;
+            }
         }
-        let at_word = i == 0 || !token_char(text[..i].chars().next_back().unwrap_or(' '));
-        if !at_word {
-            i += 1;
-            continue;
-        }
-        let rest = &text[i..];
-        if let Some(end) = secret_at(rest) {
-            out.push_str(&text[copied..i]);
-            out.push_str(REDACTED);
-            i += end;
-            copied = i;
-            continue;
-        }
+        after_token = b.is_ascii() && token_char(b as char);
         i += 1;
-        while i < bytes.len() && !text.is_char_boundary(i) {
-            i += 1;
-        }
     }
     if copied == 0 {
         return None;
     }
     out.push_str(&text[copied..]);
     Some(out)
+}
+
+/// Whether a secret may start with byte `b`: the first bytes of the token prefixes, of
+/// `Bearer `, of a JWT (`eyJ`) and of a PEM block.
+fn may_start_secret(b: u8) -> bool {
+    matches!(b, b'-' | b'B' | b'e') || TOKEN_PREFIXES.iter().any(|p| p.as_bytes()[0] == b)
 }
 
 /// The length of the secret `rest` starts with, if it starts with one.

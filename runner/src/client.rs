@@ -29,6 +29,9 @@ pub struct Client {
     ws: WebSocketStream<UnixStream>,
     next_id: u64,
     welcome: Welcome,
+    /// The hello was sent and its answer not read yet: it is read with the first answer, so
+    /// that a command costs one round trip, not two.
+    welcome_pending: bool,
 }
 
 /// Why a connection could not be made.
@@ -82,18 +85,45 @@ impl Client {
                 runner_id: String::new(),
                 namespace: String::new(),
             },
+            welcome_pending: false,
         };
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             client: format!("wf {}", env!("CARGO_PKG_VERSION")),
         };
-        client.welcome = client.call(hello).await.map_err(ConnectError::Failed)?;
+        client
+            .write(Request::Hello(hello))
+            .await
+            .map_err(ConnectError::Failed)?;
+        client.welcome_pending = true;
         Ok(client)
     }
 
     /// The runner's greeting.
-    pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+    pub async fn welcome(&mut self) -> Result<&Welcome, OpError> {
+        self.read_welcome().await?;
+        Ok(&self.welcome)
+    }
+
+    /// Reads the answer to the hello, if it was not read yet; a runner of another protocol
+    /// version answers with an error.
+    async fn read_welcome(&mut self) -> Result<(), OpError> {
+        if std::mem::take(&mut self.welcome_pending) {
+            self.welcome = self.read(1).await?.into_result()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `request` with the next id; returns the id.
+    async fn write(&mut self, request: Request) -> Result<u64, OpError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| OpError::Unavailable(format!("lost the connection to the runner: {e}")))?;
+        Ok(id)
     }
 
     /// Sends a request and waits for its typed answer.
@@ -103,13 +133,18 @@ impl Client {
 
     /// Sends a request and waits for its response.
     async fn send(&mut self, request: Request) -> Result<Response, OpError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
+        let written = self.write(request).await;
+        // A runner that refused the hello may have closed before the request reached it: its
+        // refusal says why.
+        self.read_welcome().await?;
+        self.read(written?).await
+    }
+
+    /// Reads until the response to request `id`.
+    async fn read(&mut self, id: u64) -> Result<Response, OpError> {
         let lost = |e: tokio_tungstenite::tungstenite::Error| {
             OpError::Unavailable(format!("lost the connection to the runner: {e}"))
         };
-        self.ws.send(Message::text(text)).await.map_err(lost)?;
         loop {
             let msg = match self.ws.next().await {
                 None => {
@@ -178,13 +213,9 @@ impl Client {
     }
 
     async fn subscribe<T>(mut self, request: Request) -> Result<Subscription<T>, OpError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = serde_json::to_string(&Envelope { id, request }).expect("requests serialise");
-        self.ws
-            .send(Message::text(text))
-            .await
-            .map_err(|e| OpError::Unavailable(format!("lost the connection to the runner: {e}")))?;
+        let written = self.write(request).await;
+        self.read_welcome().await?;
+        let id = written?;
         Ok(Subscription {
             client: self,
             id,

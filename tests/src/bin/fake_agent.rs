@@ -317,20 +317,25 @@ fn step(agent: &Agent, step: &Value) {
             let seconds = arg["seconds"].as_f64().expect("seconds");
             let filler: String =
                 "The parser reads the date field, then checks the zone. ".repeat(70);
-            let lines = [
+            // Serialised once: the agent's own cost stays small next to the runner's.
+            let lines: Vec<String> = [
                 json!({"type": "assistant", "message": {"content": [{"type": "text", "text": filler}]}}),
                 json!({"type": "assistant", "message": {"content": [{"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "cargo test -p widgets", "description": filler}}]}}),
                 json!({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": filler}]}}),
-            ];
+            ]
+            .into_iter()
+            .map(|mut event| {
+                event["session_id"] = json!(agent.session);
+                event.to_string()
+            })
+            .collect();
             let start = std::time::Instant::now();
             let (mut sent, mut i) = (0u64, 0usize);
             while start.elapsed().as_secs_f64() < seconds {
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
                 while sent < due {
-                    let mut event = lines[i % lines.len()].clone();
-                    event["session_id"] = json!(agent.session);
-                    let text = event.to_string();
-                    println_flush(&text);
+                    let text = &lines[i % lines.len()];
+                    println_flush(text);
                     sent += text.len() as u64 + 1;
                     i += 1;
                 }

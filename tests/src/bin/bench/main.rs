@@ -95,6 +95,21 @@ fn main() {
     if wants("parse") {
         stream::parsing(quick, &mut figures);
     }
+    if wants("cli") {
+        // The seed this project descends from: its CLI is a TypeScript program started through
+        // tsx, which this machine class ran in about a second per command. Kept as a
+        // reference; it is not re-run (the seed is not installed here).
+        figures.push(Figure {
+            name: "reference: the seed's CLI (claude-comms `cli.ts` through tsx), one command"
+                .into(),
+            command: "— (measured before wf existed)".into(),
+            value: "≈ 1000 ms".into(),
+            baseline: "—".into(),
+            relation: "—".into(),
+            goal: "reference row".into(),
+            met: true,
+        });
+    }
     let date = version_of("date", &["-u", "+%Y-%m-%d"]);
     let report = format!(
         "## Figures\n\nMeasured on {date} by `wf-bench{}{}` (release build) on {}; {}; nats-server {}.\nEach figure is a median over repeated runs, next to a baseline measured in the same run.\n\n{}\n{}\n",
