@@ -11,6 +11,7 @@ mod demo;
 mod doctor;
 mod input;
 mod output;
+mod pretty;
 mod sim;
 mod workflow;
 

@@ -41,6 +41,8 @@ pub enum Request {
     UpdateAssignment(UpdateAssignment),
     /// `wf assignments`.
     ListAssignments(ListAssignments),
+    /// `wf assignments --json`: the list as one JSON array of the documents as stored.
+    ListAssignmentsJson(ListAssignmentsJson),
     /// `wf assignment`.
     GetAssignment(GetAssignment),
     /// `wf jobs`.
@@ -158,6 +160,11 @@ request_types! {
         /// Only open assignments (not complete, or with a lease or notices left).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         open: bool,
+    }
+    /// `wf assignments --json`.
+    ListAssignmentsJson {
+        /// Only this status.
+        status: Option<AssignmentStatus>,
     }
     /// `wf assignment`.
     GetAssignment {
@@ -322,6 +329,13 @@ impl Call for ListAssignments {
             return Ok(docs);
         }
         ops::list_assignments(x.store, self.status).await
+    }
+}
+
+impl Call for ListAssignmentsJson {
+    type Output = Box<RawValue>;
+    async fn execute(self, x: Exec<'_>) -> Result<Box<RawValue>, OpError> {
+        ops::list_assignments_json(x.store, self.status).await
     }
 }
 
@@ -522,6 +536,14 @@ impl Response {
         }
     }
 
+    /// The result as JSON (as the runner sent it), or the error.
+    pub fn into_raw(self) -> Result<Box<RawValue>, OpError> {
+        match self.outcome {
+            Outcome::Ok(raw) => Ok(raw),
+            Outcome::Err(e) => Err(OpError::from_wire(e.kind, e.message)),
+        }
+    }
+
     /// The result decoded as `T`, or the error the runner sent.
     pub fn into_result<T: DeserializeOwned>(self) -> Result<T, OpError> {
         match self.outcome {
@@ -581,6 +603,7 @@ pub async fn dispatch(exec: Exec<'_>, id: u64, request: Request) -> Response {
         Request::InsertJobs(r) => answer(exec, id, r).await,
         Request::UpdateAssignment(r) => answer(exec, id, r).await,
         Request::ListAssignments(r) => answer(exec, id, r).await,
+        Request::ListAssignmentsJson(r) => answer(exec, id, r).await,
         Request::GetAssignment(r) => answer(exec, id, r).await,
         Request::ListJobs(r) => answer(exec, id, r).await,
         Request::GetJob(r) => answer(exec, id, r).await,

@@ -131,6 +131,15 @@ impl Client {
         self.send(call.into()).await?.into_result()
     }
 
+    /// [`Client::call`] for a request answered with JSON: the answer as it arrived, not read
+    /// a second time.
+    pub async fn call_json<C: Call<Output = Box<serde_json::value::RawValue>>>(
+        &mut self,
+        call: C,
+    ) -> Result<Box<serde_json::value::RawValue>, OpError> {
+        self.send(call.into()).await?.into_raw()
+    }
+
     /// Sends a request and waits for its response.
     async fn send(&mut self, request: Request) -> Result<Response, OpError> {
         let written = self.write(request).await;
@@ -300,6 +309,17 @@ impl Backend {
         }
     }
 
+    /// [`Backend::call`] for a request answered with JSON (see [`Client::call_json`]).
+    pub async fn call_json<C: Call<Output = Box<serde_json::value::RawValue>>>(
+        &mut self,
+        call: C,
+    ) -> Result<Box<serde_json::value::RawValue>, OpError> {
+        match self {
+            Backend::Runner(client) => client.call_json(call).await,
+            direct => direct.call(call).await,
+        }
+    }
+
     /// One attempt's event frames (or transcript lines), replayed then followed as asked,
     /// `end` last: from the runner (embedded store), the files it wrote (no runner), or
     /// JetStream (NATS, from any machine).
@@ -400,7 +420,7 @@ impl Backend {
                     }
                     loop {
                         let doc = match changes.recv().await {
-                            Ok(change) => Ok(change.doc),
+                            Ok(change) => Ok(std::sync::Arc::unwrap_or_clone(change.doc)),
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Err(
                                 OpError::Unavailable("the watch fell behind; watch again".into()),
                             ),

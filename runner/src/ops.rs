@@ -668,6 +668,34 @@ pub async fn list_assignments(
     Ok(docs)
 }
 
+/// `wf assignments --json`: the documents of [`list_assignments`], in its order, as one JSON
+/// array of the documents as stored: only their heads are decoded (see
+/// [`Store::list_stored`]), which makes a long list several times cheaper than decoding every
+/// document to encode it again.
+pub async fn list_assignments_json(
+    store: &Store,
+    status: Option<AssignmentStatus>,
+) -> Result<Box<serde_json::value::RawValue>, OpError> {
+    let open = status.is_some_and(|s| s != AssignmentStatus::Complete);
+    let mut docs = store.list_stored(open).await?;
+    docs.retain(|d| status.is_none_or(|s| d.head.status == s));
+    docs.sort_by(|a, b| (a.head.created_at, &a.head.id).cmp(&(b.head.created_at, &b.head.id)));
+    let mut json = String::with_capacity(docs.iter().map(|d| d.json.len() + 1).sum::<usize>() + 2);
+    json.push('[');
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&d.json);
+    }
+    json.push(']');
+    serde_json::value::RawValue::from_string(json).map_err(|e| {
+        OpError::Store(StoreError::Backend(format!(
+            "a stored document is not JSON: {e}"
+        )))
+    })
+}
+
 /// `wf jobs`: every job (archived ones included), assignments oldest first, each in chain
 /// order; or those of one assignment.
 pub async fn list_jobs(

@@ -125,8 +125,9 @@ impl BlobKey {
 /// A document changed (or was seen for the first time after a resync).
 #[derive(Debug, Clone)]
 pub struct Change {
-    /// The document as written.
-    pub doc: Assignment,
+    /// The document as written. Shared, so that the channel's slots stay small: a slot per
+    /// change a slow subscriber may fall behind by is allocated up front.
+    pub doc: std::sync::Arc<Assignment>,
 }
 
 /// The result of the CAS primitive.
@@ -235,6 +236,28 @@ impl Store {
             .into_iter()
             .filter(Assignment::is_open)
             .collect())
+    }
+
+    /// The documents as stored, with their heads, decoding only the heads: the open ones (read
+    /// through the index, as by [`Store::list_open`]) or all. What `wf assignments --json`
+    /// prints: building every document only to encode it again costs several times more. A
+    /// document that is not JSON, lacks a head field or comes from a newer wf is skipped as by
+    /// [`Store::list`].
+    pub async fn list_stored(&self, open: bool) -> Result<Vec<Stored>, StoreError> {
+        let mut docs = Vec::new();
+        match (self, open) {
+            (Store::Sled(s), true) => s.open_entries(|k, v| docs.extend(Stored::read(k, v)))?,
+            (Store::Sled(s), false) => s.entries(|k, v| docs.extend(Stored::read(k, v)))?,
+            (Store::Nats(s), open) => {
+                let entries = if open {
+                    s.open_entries().await?
+                } else {
+                    s.entries().await?
+                };
+                docs.extend(entries.iter().filter_map(|(k, v)| Stored::read(k, v)));
+            }
+        }
+        Ok(docs)
     }
 
     /// Every document's id, without reading the documents (to resolve an id prefix).
@@ -513,12 +536,21 @@ impl Store {
 /// Decodes a stored document: one of a schema this wf reads, or the reason it cannot
 /// ([`StoreError::Newer`] when a newer wf wrote it, [`StoreError::Corrupt`] otherwise).
 pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Assignment, StoreError> {
+    decode_as(key, bytes, |d: &Assignment| d.schema_version)
+}
+
+/// [`decode`] into `T`, whose schema version `version` tells.
+fn decode_as<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Result<T, StoreError> {
     let newer = |version: u32| StoreError::Newer {
         key: key.to_string(),
         version,
     };
-    match serde_json::from_slice::<Assignment>(bytes) {
-        Ok(doc) if doc.schema_version > SCHEMA_VERSION => Err(newer(doc.schema_version)),
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(doc) if version(&doc) > SCHEMA_VERSION => Err(newer(version(&doc))),
         Ok(doc) => Ok(doc),
         Err(e) => {
             // Only on failure, so the common path parses once: was it written by a newer wf?
@@ -535,6 +567,58 @@ pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Assignment, StoreError> 
                     key: key.to_string(),
                     message: e.to_string(),
                 }),
+            }
+        }
+    }
+}
+
+/// The fields a listing filters and orders by, read from a stored document without building
+/// the rest of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Head {
+    /// Its schema version (1 when absent).
+    #[serde(default)]
+    pub schema_version: Option<u32>,
+    /// The assignment id.
+    pub id: String,
+    /// Where it stands.
+    pub status: wf_core::model::AssignmentStatus,
+    /// When it was created.
+    pub created_at: wf_core::model::Millis,
+}
+
+/// A document as stored (compact JSON), with its [`Head`].
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its head.
+    pub head: Head,
+    /// The document's JSON, as stored.
+    pub json: String,
+}
+
+impl Stored {
+    /// Reads the head of `bytes`; skipped (the reason in the log) when it is not the JSON of
+    /// an assignment this wf reads.
+    fn read(key: &str, bytes: &[u8]) -> Option<Stored> {
+        let read =
+            decode_as(key, bytes, |h: &Head| h.schema_version.unwrap_or(1)).and_then(|head| {
+                match std::str::from_utf8(bytes) {
+                    Ok(json) => Ok(Stored {
+                        head,
+                        json: json.to_string(),
+                    }),
+                    Err(e) => Err(StoreError::Corrupt {
+                        key: key.to_string(),
+                        message: e.to_string(),
+                    }),
+                }
+            });
+        match read {
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                tracing::warn!(%key, reason = %e, "skipped an unreadable document");
+                None
             }
         }
     }

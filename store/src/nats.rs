@@ -424,6 +424,28 @@ impl NatsStore {
     /// The documents the open index names (built first, for a bucket written before it
     /// existed).
     pub(super) async fn list_open(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        for (key, value) in self.open_entries().await? {
+            listing.push(&key, &value);
+        }
+        let stale: Vec<String> = listing
+            .docs
+            .iter()
+            .filter(|d| !d.is_open())
+            .map(|d| d.id.clone())
+            .collect();
+        for id in stale {
+            // A finished document left in the index (its writer stopped before removing it).
+            if let Err(e) = self.unindex(&id).await {
+                tracing::debug!(%e, "cannot drop a stale index entry");
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The documents the open index names, as stored (the index is built first, for a bucket
+    /// written before it existed).
+    pub(super) async fn open_entries(&self) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
         const INDEXED: &str = "open-index";
         if self.get_state(INDEXED).await?.is_none() {
             let all = self.list().await?;
@@ -452,24 +474,12 @@ impl NatsStore {
                 )
             }
         });
-        let mut listing = Listing::default();
-        let mut stale = Vec::new();
+        let mut entries = Vec::new();
         let mut results = futures_util::stream::iter(reads).buffer_unordered(32);
         while let Some(found) = results.next().await {
-            if let Some((key, value)) = found? {
-                listing.push(&key, &value);
-            }
+            entries.extend(found?);
         }
-        for doc in listing.docs.iter().filter(|d| !d.is_open()) {
-            stale.push(doc.id.clone());
-        }
-        for id in stale {
-            // A finished document left in the index (its writer stopped before removing it).
-            if let Err(e) = self.unindex(&id).await {
-                tracing::debug!(%e, "cannot drop a stale index entry");
-            }
-        }
-        Ok(listing)
+        Ok(entries)
     }
 
     pub(super) async fn create(&self, doc: &Assignment) -> Result<(), StoreError> {
@@ -572,6 +582,15 @@ impl NatsStore {
     }
 
     pub(super) async fn list(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        for (key, value) in self.entries().await? {
+            listing.push(&key, &value);
+        }
+        Ok(listing)
+    }
+
+    /// Every document, as stored.
+    pub(super) async fn entries(&self) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
         let filter = format!("$KV.{BUCKET}.{}.asg.*", self.inner.ns);
         let stream = self
             .inner
@@ -585,7 +604,7 @@ impl NatsStore {
             .map_err(|e| backend("cannot list assignments", e))?;
         // A watch on a prefix with no keys never yields: find out first.
         if subjects.next().await.is_none() {
-            return Ok(Listing::default());
+            return Ok(Vec::new());
         }
         let mut watch = self
             .inner
@@ -593,7 +612,7 @@ impl NatsStore {
             .watch_with_history(format!("{}.asg.*", self.inner.ns))
             .await
             .map_err(|e| backend("cannot list assignments", e))?;
-        let mut listing = Listing::default();
+        let mut entries = Vec::new();
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
                 .await
@@ -601,13 +620,13 @@ impl NatsStore {
             let Some(entry) = next else { break };
             let entry = entry.map_err(|e| backend("cannot list assignments", e))?;
             if entry.operation == kv::Operation::Put {
-                listing.push(&entry.key, &entry.value);
+                entries.push((entry.key, entry.value));
             }
             if entry.delta == 0 {
                 break;
             }
         }
-        Ok(listing)
+        Ok(entries)
     }
 
     pub(super) async fn put_raw(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -718,7 +737,9 @@ impl NatsStore {
                             Ok(listing) => {
                                 for doc in listing.docs {
                                     // Why: no receiver only means nobody is listening now.
-                                    drop(self.inner.changes.send(Change { doc }));
+                                    drop(self.inner.changes.send(Change {
+                                        doc: std::sync::Arc::new(doc),
+                                    }));
                                 }
                             }
                             Err(e) => tracing::warn!(%e, "cannot resync the change feed"),
@@ -729,7 +750,9 @@ impl NatsStore {
                             Ok(entry) if entry.operation == kv::Operation::Put => {
                                 match decode(&entry.key, &entry.value) {
                                     // Why: no receiver only means nobody is listening now.
-                                    Ok(doc) => drop(self.inner.changes.send(Change { doc })),
+                                    Ok(doc) => drop(self.inner.changes.send(Change {
+                                        doc: std::sync::Arc::new(doc),
+                                    })),
                                     Err(e) => {
                                         tracing::error!(%e, "undecodable document in change feed")
                                     }

@@ -267,16 +267,31 @@ impl SledStore {
     /// The open documents (by the index), decoded; those that do not decode are reported.
     pub(super) fn list_open(&self) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
+        self.open_entries(|key, value| listing.push(key, value))?;
+        Ok(listing)
+    }
+
+    /// Each open document (by the index), as stored.
+    pub(super) fn open_entries(&self, mut each: impl FnMut(&str, &[u8])) -> Result<(), StoreError> {
         for item in self.inner.open.iter() {
             let (key, _) = item.map_err(backend)?;
             if key.as_ref() == INDEXED {
                 continue;
             }
             if let Some(value) = self.inner.docs.get(&key).map_err(backend)? {
-                listing.push(&String::from_utf8_lossy(&key), &value);
+                each(&String::from_utf8_lossy(&key), &value);
             }
         }
-        Ok(listing)
+        Ok(())
+    }
+
+    /// Each document, as stored.
+    pub(super) fn entries(&self, mut each: impl FnMut(&str, &[u8])) -> Result<(), StoreError> {
+        for item in self.inner.docs.iter() {
+            let (key, value) = item.map_err(backend)?;
+            each(&String::from_utf8_lossy(&key), &value);
+        }
+        Ok(())
     }
 
     /// Every document's id, without reading the documents.
@@ -301,10 +316,7 @@ impl SledStore {
 
     pub(super) fn list(&self) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
-        for item in self.inner.docs.iter() {
-            let (key, value) = item.map_err(backend)?;
-            listing.push(&String::from_utf8_lossy(&key), &value);
-        }
+        self.entries(|key, value| listing.push(key, value))?;
         Ok(listing)
     }
 
@@ -455,7 +467,9 @@ impl SledStore {
                         if let sled::Event::Insert { key, value } = event {
                             match decode(&String::from_utf8_lossy(&key), &value) {
                                 // Why: no receiver only means nobody is listening right now.
-                                Ok(doc) => drop(changes.send(Change { doc })),
+                                Ok(doc) => drop(changes.send(Change {
+                                    doc: std::sync::Arc::new(doc),
+                                })),
                                 Err(e) => {
                                     tracing::error!(%e, "undecodable document in change feed")
                                 }

@@ -74,7 +74,7 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
     })
     .await
     .unwrap();
-    assert_eq!(seen, after);
+    assert_eq!(*seen, after);
 
     // Concurrent writers: no update is lost, each sees the others' work.
     let n = 20;
@@ -171,6 +171,24 @@ pub(crate) async fn contract(store: Store, reopen: impl AsyncFnOnce(Store) -> St
         2,
         "list still has every one"
     );
+    // Stored documents, as `wf assignments --json` lists them: the head read, the JSON the
+    // very encoding of the decoded document; the open ones through the index.
+    let decoded = store.list().await.unwrap();
+    let stored = store.list_stored(false).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for s in &stored {
+        let d = decoded.iter().find(|d| d.id == s.head.id).expect("listed");
+        assert_eq!(s.json, serde_json::to_string(d).unwrap());
+        assert_eq!((s.head.status, s.head.created_at), (d.status, d.created_at));
+    }
+    let open: Vec<String> = store
+        .list_stored(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.head.id)
+        .collect();
+    assert_eq!(open, [a.id.as_str()]);
     store
         .update(&b.id, set(wf_core::model::AssignmentStatus::Active))
         .await

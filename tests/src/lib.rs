@@ -512,7 +512,9 @@ impl TestEnv {
                     loop {
                         match tokio::time::timeout_at(deadline, changes.recv()).await {
                             Err(_) => return None,
-                            Ok(Ok(c)) if c.doc.id == id && pred(&c.doc) => return Some(c.doc),
+                            Ok(Ok(c)) if c.doc.id == id && pred(&c.doc) => {
+                                return Some(std::sync::Arc::unwrap_or_clone(c.doc))
+                            }
                             Ok(Ok(_)) => {}
                             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
                             Ok(Err(_)) => return None,

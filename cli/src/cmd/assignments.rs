@@ -7,6 +7,12 @@ pub(crate) async fn run(backend: &mut Backend, args: AssignmentsArgs) -> Result<
     let AssignmentsArgs { status, json } = args;
     let now = wf_core::clock::now_ms();
     let status = parse_enum::<AssignmentStatus>(status.as_deref())?;
+    if json.json {
+        let docs = backend
+            .call_json(api::ListAssignmentsJson { status })
+            .await?;
+        return print_out(&crate::pretty::pretty_json(docs.get()));
+    }
     let docs: Vec<Assignment> = call(
         backend,
         api::ListAssignments {
@@ -15,10 +21,6 @@ pub(crate) async fn run(backend: &mut Backend, args: AssignmentsArgs) -> Result<
         },
     )
     .await?;
-    if json.json {
-        print_json(&docs)?;
-    } else {
-        outln!("{}", output::assignments(&docs, now));
-    }
+    outln!("{}", output::assignments(&docs, now));
     Ok(())
 }

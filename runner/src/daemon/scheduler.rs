@@ -226,7 +226,7 @@ impl Scheduler {
                 change = changes.recv() => match change {
                     Ok(change) => {
                         self.honour_cancels(&change.doc);
-                        upsert(&mut self.cache, change.doc);
+                        upsert(&mut self.cache, std::sync::Arc::unwrap_or_clone(change.doc));
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "change feed lagged; reloading every assignment");
