@@ -380,31 +380,43 @@ impl Redactor {
 }
 
 /// `text` with token-shaped words, bearer tokens, JWTs and private key blocks replaced;
-/// `None` when there were none. One pass over the bytes: a secret can start only at a word
-/// start, with one of a few bytes, so `secret_at` is asked only there (agents print megabytes
-/// a second, and every line goes through here).
+/// `None` when there were none. One pass over the words: a secret starts at a word start and
+/// is either long (a token prefix and at least [`MIN_TOKEN_TAIL`] more characters) or starts
+/// with `Bearer `, `eyJ` or `-----BEGIN `, so `secret_at` is asked only there; every other word
+/// is skipped whole (agents print megabytes a second, and every line goes through here).
 fn redact_shapes(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
     let mut i = 0;
-    // Whether the character before `i` is a token character (only ASCII ones are).
-    let mut after_token = false;
+    // Invariant: at the top of the loop, the byte before `i` is not a token byte.
     while i < bytes.len() {
         let b = bytes[i];
-        if !after_token && may_start_secret(b) {
+        if !TOKEN_BYTE[b as usize] {
+            i += 1;
+            continue;
+        }
+        let end = bytes[i..]
+            .iter()
+            .position(|&c| !TOKEN_BYTE[c as usize])
+            .map_or(bytes.len(), |k| i + k);
+        if may_start_secret(&bytes[i..], end - i) {
             // An ASCII byte: `i` is a character boundary.
-            if let Some(end) = secret_at(&text[i..]) {
+            if let Some(len) = secret_at(&text[i..]) {
                 out.push_str(&text[copied..i]);
                 out.push_str(REDACTED);
-                i += end;
+                i += len;
                 copied = i;
-                after_token = bytes[i - 1].is_ascii() && token_char(bytes[i - 1] as char);
+                // The rest of a word the secret ended inside is no word start.
+                if TOKEN_BYTE[bytes[i - 1] as usize] {
+                    while i < bytes.len() && TOKEN_BYTE[bytes[i] as usize] {
+                        i += 1;
+                    }
+                }
                 continue;
             }
         }
-        after_token = b.is_ascii() && token_char(b as char);
-        i += 1;
+        i = end;
     }
     if copied == 0 {
         return None;
@@ -413,11 +425,41 @@ fn redact_shapes(text: &str) -> Option<String> {
     Some(out)
 }
 
-/// Whether a secret may start with byte `b`: the first bytes of the token prefixes, of
-/// `Bearer `, of a JWT (`eyJ`) and of a PEM block.
-fn may_start_secret(b: u8) -> bool {
-    matches!(b, b'-' | b'B' | b'e') || TOKEN_PREFIXES.iter().any(|p| p.as_bytes()[0] == b)
+/// The bytes of [`token_char`]s.
+const TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
+/// The first bytes of the token prefixes.
+const PREFIX_START: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut k = 0;
+    while k < TOKEN_PREFIXES.len() {
+        table[TOKEN_PREFIXES[k].as_bytes()[0] as usize] = true;
+        k += 1;
+    }
+    table
+};
+
+/// Whether a secret may start at `rest`, a word of `word_len` token bytes (and what follows):
+/// a token prefix's first byte in a word long enough for a token, or the start of a bearer
+/// token, a JWT or a PEM block.
+fn may_start_secret(rest: &[u8], word_len: usize) -> bool {
+    (PREFIX_START[rest[0] as usize] && word_len >= MIN_TOKEN_WORD)
+        || rest.starts_with(b"Bearer ")
+        || rest.starts_with(b"eyJ")
+        || rest.starts_with(b"-----BEGIN ")
 }
+
+/// The shortest word a token prefix starts: the shortest prefix and its tail.
+const MIN_TOKEN_WORD: usize = 3 + MIN_TOKEN_TAIL;
 
 /// The length of the secret `rest` starts with, if it starts with one.
 fn secret_at(rest: &str) -> Option<usize> {
@@ -509,10 +551,17 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----\nMIIB",
                 "-----BEGIN CERTIFICATE-----\nMIIB",
             ),
+            (
+                "é=hf_abcdefghijklmnop,xoxb-abcdefghijklmnopq.",
+                "é=[redacted],[redacted].",
+            ),
+            ("hf_abcdefghijklmno", "hf_abcdefghijklmno"),
         ];
         for (text, want) in cases {
             assert_eq!(r.redact(text), want, "{text:?}");
         }
+        let shortest = TOKEN_PREFIXES.iter().map(|p| p.len()).min().unwrap();
+        assert_eq!(MIN_TOKEN_WORD, shortest + MIN_TOKEN_TAIL);
     }
 
     #[test]
